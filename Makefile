@@ -1,0 +1,41 @@
+# One-command entry points (see README.md). Each target builds .venv from nothing when missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.paddle_kure-installed
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+
+.PHONY: venv data test demo bench check-cuda clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock requirements-nodeps.txt setup.py pyproject.toml $(wildcard csrc/*)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+# Fashion-MNIST from Debian's package (offline); without root or apt, the library
+# falls back to Paddle's downloader and says so.
+data:
+	@test -f $(FMNIST) || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	  else echo "note: Fashion-MNIST package not installed (needs root apt-get); data falls back to download"; fi; }
+
+check-cuda: venv
+	$(PY) tools/check_cuda_sources.py
+
+test: venv data check-cuda
+	$(PY) -m pytest -q tests
+
+demo: venv data
+	$(VENV)/bin/paddle-kure run
+
+bench: venv data
+	$(PY) benchmarks/bench_kurtosis.py
+
+clean:
+	rm -rf build dist *.egg-info paddle_kure/*.so

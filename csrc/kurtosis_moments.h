@@ -1,0 +1,103 @@
+// Moment math shared by the CPU (kurtosis_op.cc) and CUDA (kurtosis_op.cu) kernels.
+//
+// Central moments are accumulated in double and combined with the pairwise
+// update of Chan et al. / Pebay (2008), so that a tensor whose mean is far
+// larger than its spread (1e4 + N(0, 1) in float32) keeps full precision:
+// no raw power sums of x are ever formed.
+#pragma once
+
+#include <cmath>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define KURE_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define KURE_HOST_DEVICE inline
+#endif
+
+namespace paddle_kure {
+
+// Count, mean and central sums M_k = sum (x - mean)^k of a set of values.
+struct CentralMoments {
+  double n = 0.0;
+  double mean = 0.0;
+  double M2 = 0.0;
+  double M3 = 0.0;
+  double M4 = 0.0;
+};
+
+// Adds one value (the n = 1 case of moments_merge, written out).
+KURE_HOST_DEVICE void moments_push(CentralMoments* a, double x) {
+  const double n1 = a->n;
+  const double n = n1 + 1.0;
+  const double delta = x - a->mean;
+  const double delta_n = delta / n;
+  const double delta_n2 = delta_n * delta_n;
+  const double term1 = delta * delta_n * n1;
+  a->mean += delta_n;
+  a->M4 += term1 * delta_n2 * (n * n - 3.0 * n + 3.0) + 6.0 * delta_n2 * a->M2 -
+           4.0 * delta_n * a->M3;
+  a->M3 += term1 * delta_n * (n - 2.0) - 3.0 * delta_n * a->M2;
+  a->M2 += term1;
+  a->n = n;
+}
+
+// Combines the moments of two disjoint sets.
+KURE_HOST_DEVICE CentralMoments moments_merge(const CentralMoments& a,
+                                              const CentralMoments& b) {
+  if (a.n == 0.0) return b;
+  if (b.n == 0.0) return a;
+  CentralMoments r;
+  r.n = a.n + b.n;
+  const double delta = b.mean - a.mean;
+  const double d_n = delta / r.n;
+  const double d2 = delta * delta;
+  const double na_nb = a.n * b.n;
+  r.mean = a.mean + b.n * d_n;
+  r.M2 = a.M2 + b.M2 + d2 * na_nb / r.n;
+  r.M3 = a.M3 + b.M3 + d2 * d_n * na_nb * (a.n - b.n) / r.n +
+         3.0 * d_n * (a.n * b.M2 - b.n * a.M2);
+  r.M4 = a.M4 + b.M4 +
+         d2 * d_n * d_n * na_nb * (a.n * a.n - a.n * b.n + b.n * b.n) / r.n +
+         6.0 * d_n * d_n * (a.n * a.n * b.M2 + b.n * b.n * a.M2) +
+         4.0 * d_n * (a.n * b.M3 - b.n * a.M3);
+  return r;
+}
+
+// What the kurtosis and its gradient need: population moments m_k = M_k / n.
+struct KurtosisStats {
+  double n;
+  double mean;
+  double m2;
+  double m3;
+  double kurtosis;
+  // True for fewer than 2 values or zero variance: K is reported as 0 (a value
+  // no real tensor has, K >= 1) and the gradient is 0. NaN/Inf inputs make the
+  // moments NaN, which is not degenerate, so NaN propagates.
+  bool degenerate;
+};
+
+KURE_HOST_DEVICE KurtosisStats kurtosis_stats(const CentralMoments& m) {
+  KurtosisStats s;
+  s.n = m.n;
+  s.mean = m.mean;
+  s.m2 = m.n > 0.0 ? m.M2 / m.n : 0.0;
+  s.m3 = m.n > 0.0 ? m.M3 / m.n : 0.0;
+  s.degenerate = m.n < 2.0 || s.m2 == 0.0;
+  // (m4 / m2) / m2 rather than m4 / m2^2: m2^2 underflows for tiny doubles.
+  s.kurtosis = s.degenerate ? 0.0 : ((m.M4 / m.n) / s.m2) / s.m2;
+  return s;
+}
+
+// dK/dx_i = 4 / (n m2^2) * ((x_i - mu)^3 - m3 - K m2 (x_i - mu)), written as
+// scale * (d^3 - m3 - K m2 d) with d = x_i - mu. Returns scale, 0 if degenerate.
+KURE_HOST_DEVICE double kurtosis_grad_scale(const KurtosisStats& s) {
+  return s.degenerate ? 0.0 : 4.0 / (s.n * s.m2 * s.m2);
+}
+
+KURE_HOST_DEVICE double kurtosis_grad_at(const KurtosisStats& s, double scale,
+                                         double x) {
+  const double d = x - s.mean;
+  return scale * (d * d * d - s.m3 - s.kurtosis * s.m2 * d);
+}
+
+}  // namespace paddle_kure

@@ -1,0 +1,107 @@
+"""KurtosisDecay: the KURE weight regularizer in the shape of ``paddle.regularizer.L2Decay``."""
+from __future__ import annotations
+
+import math
+
+from paddle import pir
+from paddle.base import framework
+from paddle.regularizer import WeightDecayRegularizer
+
+from .ops import kurtosis_decay_grad
+
+__all__ = ["KurtosisDecay"]
+
+
+class KurtosisDecay(WeightDecayRegularizer):
+    r"""
+    Kurtosis regularization (KURE, Shkolnik et al. 2020): pushes the distribution of
+    a weight tensor toward a target kurtosis, by default 1.8, that of a uniform
+    distribution, which uniform quantization handles best.
+
+    Like :class:`paddle.regularizer.L2Decay`, it can be set in
+    :ref:`api_paddle_ParamAttr` (for one parameter) or as an optimizer's
+    ``weight_decay`` (for all of its parameters); a regularizer in ``ParamAttr``
+    takes priority over the optimizer's. During the update, the term
+
+    .. math::
+
+        coeff \cdot \frac{\partial}{\partial w} (K(w) - target)^2 + l2\_coeff \cdot w
+
+    is added to the gradient of each parameter it covers, with
+    :math:`K(w) = m_4 / m_2^2` over all elements of the tensor. This is the same
+    update as adding :math:`coeff \cdot (K(w) - target)^2` (and
+    :math:`\frac{l2\_coeff}{2} \lVert w \rVert^2`) to the loss, but computed by a fused
+    operator without building autograd graph nodes. The KURE paper's loss averages
+    over the L regularized tensors, :math:`\frac{\lambda}{L}\sum (K - 1.8)^2`: use
+    ``coeff = lambda / L`` to match it.
+
+    Because a ``ParamAttr`` regularizer replaces the optimizer's ``weight_decay``
+    for that parameter, ``l2_coeff`` keeps an L2 decay on it.
+
+    A constant tensor (or one of a single element) has no defined kurtosis: its
+    kurtosis term is zero.
+
+    Args:
+        coeff (float): weight of the kurtosis term, >= 0.
+        target (float, optional): target kurtosis, > 1 (1.8 uniform, 3 normal). Default 1.8.
+        l2_coeff (float, optional): L2 decay applied together, >= 0. Default 0.0.
+
+    Examples:
+        .. code-block:: python
+
+            >>> import paddle
+            >>> from paddle_kure import KurtosisDecay
+            >>> fc = paddle.nn.Linear(
+            ...     256, 256,
+            ...     weight_attr=paddle.ParamAttr(regularizer=KurtosisDecay(coeff=1e-2, target=1.8)))
+            >>> opt = paddle.optimizer.Adam(learning_rate=1e-3, parameters=fc.parameters())
+            >>> loss = fc(paddle.randn([8, 256])).square().mean()
+            >>> loss.backward()
+            >>> opt.step()  # the weight's gradient included the kurtosis term
+    """
+
+    def __init__(self, coeff: float = 0.0, target: float = 1.8, l2_coeff: float = 0.0) -> None:
+        super().__init__()
+        for name, value in (("coeff", coeff), ("target", target), ("l2_coeff", l2_coeff)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise TypeError(f"KurtosisDecay: {name} must be a finite number, got {value!r}")
+        if coeff < 0:
+            raise ValueError(f"KurtosisDecay: coeff must be >= 0, got {coeff}")
+        if l2_coeff < 0:
+            raise ValueError(f"KurtosisDecay: l2_coeff must be >= 0, got {l2_coeff}")
+        if target <= 1.0:
+            raise ValueError(f"KurtosisDecay: target must be > 1 (every distribution has K >= 1), got {target}")
+        self._coeff = float(coeff)
+        self._target = float(target)
+        self._l2_coeff = float(l2_coeff)
+
+    @property
+    def coeff(self) -> float:
+        return self._coeff
+
+    @property
+    def target(self) -> float:
+        return self._target
+
+    @property
+    def l2_coeff(self) -> float:
+        return self._l2_coeff
+
+    def __call__(self, param, grad, block):
+        """Returns the regularization term added to ``param``'s gradient.
+
+        Args:
+            param: the parameter being regularized.
+            grad: its gradient (unused: the term depends on the parameter only).
+            block: the block to append ops to in a legacy static Program.
+        """
+        assert isinstance(param, (framework.Variable, pir.Value, pir.core.ParameterMeta))
+        assert isinstance(block, (framework.Block, pir.Block))
+        # kurtosis_decay_grad dispatches dygraph/PIR and legacy static itself.
+        return kurtosis_decay_grad(param, self._coeff, self._target, self._l2_coeff, block=block)
+
+    def __str__(self) -> str:
+        text = f"KurtosisDecay, coeff={self._coeff:f}, target={self._target:f}"
+        if self._l2_coeff:
+            text += f", l2_coeff={self._l2_coeff:f}"
+        return text

@@ -1,0 +1,162 @@
+"""The fused kurtosis operators against scipy and numerical gradients, in every graph mode."""
+import numpy as np
+import paddle
+import pytest
+from kurtosis_reference import kurtosis as ref_kurtosis
+from kurtosis_reference import numerical_grad
+
+import paddle_kure
+
+RNG = np.random.default_rng(7)
+SAMPLES = {
+    "uniform": (RNG.uniform(-1, 1, 200_000), 1.8),
+    "normal": (RNG.normal(size=200_000), 3.0),
+    "laplace": (RNG.laplace(size=200_000), 6.0),
+    "student_t10": (RNG.standard_t(10, size=200_000), 4.0),  # 3 + 6/(10-4)
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dist", sorted(SAMPLES))
+def test_matches_scipy(dist, dtype):
+    data, population_k = SAMPLES[dist]
+    x = data.astype(dtype)
+    k = paddle_kure.kurtosis(paddle.to_tensor(x))
+    assert k.shape == [] and str(k.dtype).endswith(dtype)
+    expected = ref_kurtosis(x)
+    np.testing.assert_allclose(float(k), expected, rtol=1e-6 if dtype == "float32" else 1e-12)
+    assert abs(expected - population_k) < 0.25 * population_k  # the sample is what it claims
+
+
+def test_multithreaded_size_matches_scipy():
+    # 3e6 elements: split across threads and merged pairwise.
+    x = RNG.gamma(2.0, size=3_000_000)
+    np.testing.assert_allclose(float(paddle_kure.kurtosis(paddle.to_tensor(x))), ref_kurtosis(x), rtol=1e-11)
+
+
+def test_large_offset_float32_keeps_precision():
+    noise = RNG.normal(size=100_000)
+    x = (1e4 + noise).astype("float32")
+    k = float(paddle_kure.kurtosis(paddle.to_tensor(x)))
+    np.testing.assert_allclose(k, ref_kurtosis(x), rtol=1e-6)
+    assert abs(k - 3.0) < 0.1
+    # the naive one-pass power sums in float32 are far off on the same data
+    x32 = x.astype(np.float32)
+    n = np.float32(x32.size)
+    m = (x32.sum(dtype=np.float32) / n)
+    m2 = (x32 * x32).sum(dtype=np.float32) / n - m * m
+    assert not np.isfinite(m2) or abs(m2 - 1.0) > 0.1
+
+
+@pytest.mark.parametrize("shape", [[7], [3, 5], [2, 3, 4], [2, 1, 3, 2, 2]])
+def test_gradient_matches_central_differences(shape):
+    x = RNG.standard_t(5, size=shape)
+    t = paddle.to_tensor(x, stop_gradient=False)
+    k = paddle_kure.kurtosis(t)
+    (3.0 * k).backward()
+    np.testing.assert_allclose(t.grad.numpy(), 3.0 * numerical_grad(ref_kurtosis, x), rtol=1e-6, atol=1e-8)
+
+
+def test_decay_grad_matches_numerical_reference():
+    from kurtosis_reference import kure_term
+
+    x = RNG.normal(size=(6, 5))
+    out = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(x), coeff=0.3, target=1.8, l2_coeff=0.01)
+    np.testing.assert_allclose(out.numpy(), kure_term(x, 0.3, 1.8, 0.01), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("values", [[2.5] * 9, [4.0]], ids=["constant", "single"])
+def test_degenerate_tensors_are_zero_without_nan(values):
+    t = paddle.to_tensor(np.array(values, dtype="float32"), stop_gradient=False)
+    k = paddle_kure.kurtosis(t)
+    k.backward()
+    assert float(k) == 0.0
+    assert np.all(t.grad.numpy() == 0.0)
+    decay = paddle_kure.kurtosis_decay_grad(t.detach(), coeff=1.0, l2_coeff=0.5)
+    np.testing.assert_array_equal(decay.numpy(), 0.5 * np.array(values, dtype="float32"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_and_inf_propagate(bad):
+    x = paddle.to_tensor(np.array([1.0, 2.0, bad, 3.0], dtype="float32"), stop_gradient=False)
+    k = paddle_kure.kurtosis(x)
+    k.backward()
+    assert np.isnan(float(k))
+    assert np.isnan(x.grad.numpy()).all()
+    assert np.isnan(paddle_kure.kurtosis_decay_grad(x.detach(), 1.0).numpy()).all()
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64", "bool", "complex64"])
+def test_unsupported_dtype_is_type_error(dtype):
+    x = paddle.to_tensor(np.ones(4).astype(dtype))
+    with pytest.raises(TypeError, match=dtype):
+        paddle_kure.kurtosis(x)
+    with pytest.raises(TypeError, match=dtype):
+        paddle_kure.kurtosis_decay_grad(x, 1.0)
+
+
+def test_half_precision_on_cpu_is_type_error():
+    x = paddle.ones([4], dtype="float16")
+    with pytest.raises(TypeError, match="float16"):
+        paddle_kure.kurtosis(x)
+
+
+def test_empty_tensor_is_value_error():
+    with pytest.raises(ValueError, match="empty"):
+        paddle_kure.kurtosis(paddle.zeros([0, 3]))
+    with pytest.raises(ValueError, match="empty"):
+        paddle_kure.kurtosis_decay_grad(paddle.zeros([0]), 1.0)
+
+
+def test_non_tensor_is_type_error():
+    with pytest.raises(TypeError, match="Tensor"):
+        paddle_kure.kurtosis(np.ones(3))
+
+
+def _static_kurtosis_and_grad(x_np):
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", list(x_np.shape), "float64")
+        x.stop_gradient = False
+        k = paddle_kure.kurtosis(x)
+        (gx,) = paddle.static.gradients([k * 2.0], [x])
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    exe.run(startup)
+    return exe.run(main, feed={"x": x_np}, fetch_list=[k, gx])
+
+
+@pytest.mark.parametrize("ir", ["pir", "legacy"])
+def test_static_graph_forward_and_backward(ir):
+    from paddle.pir_utils import IrGuard, OldIrGuard
+
+    x = RNG.laplace(size=(4, 6))
+    paddle.enable_static()
+    with (IrGuard() if ir == "pir" else OldIrGuard()):
+        k, gx = _static_kurtosis_and_grad(x)
+    paddle.disable_static()
+    np.testing.assert_allclose(float(k), ref_kurtosis(x), rtol=1e-12)
+    np.testing.assert_allclose(gx, 2.0 * numerical_grad(ref_kurtosis, x), rtol=1e-6, atol=1e-8)
+
+
+def test_to_static_forward_backward_and_jit_save(tmp_path):
+    class KurtosisOfProduct(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.fc = paddle.nn.Linear(5, 4)
+
+        def forward(self, x):
+            return paddle_kure.kurtosis(self.fc(x))
+
+    model = KurtosisOfProduct()
+    x = paddle.to_tensor(RNG.normal(size=(8, 5)).astype("float32"))
+    eager = model(x)
+    static_model = paddle.jit.to_static(model, input_spec=[paddle.static.InputSpec([None, 5], "float32")], full_graph=True)
+    out = static_model(x)
+    out.backward()
+    np.testing.assert_allclose(float(out), float(eager), rtol=1e-6)
+    assert model.fc.weight.grad is not None and np.isfinite(model.fc.weight.grad.numpy()).all()
+
+    path = str(tmp_path / "kurt")
+    paddle.jit.save(static_model, path)
+    loaded = paddle.jit.load(path)
+    np.testing.assert_allclose(float(loaded(x)), float(eager), rtol=1e-6)
