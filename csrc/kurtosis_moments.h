@@ -17,12 +17,13 @@
 namespace paddle_kure {
 
 // Count, mean and central sums M_k = sum (x - mean)^k of a set of values.
+// A plain aggregate (zeroed by `CentralMoments m{}`) so CUDA shared memory can hold it.
 struct CentralMoments {
-  double n = 0.0;
-  double mean = 0.0;
-  double M2 = 0.0;
-  double M3 = 0.0;
-  double M4 = 0.0;
+  double n;
+  double mean;
+  double M2;
+  double M3;
+  double M4;
 };
 
 // Adds one value (the n = 1 case of moments_merge, written out).
@@ -46,7 +47,7 @@ KURE_HOST_DEVICE CentralMoments moments_merge(const CentralMoments& a,
                                               const CentralMoments& b) {
   if (a.n == 0.0) return b;
   if (b.n == 0.0) return a;
-  CentralMoments r;
+  CentralMoments r{};
   r.n = a.n + b.n;
   const double delta = b.mean - a.mean;
   const double d_n = delta / r.n;
@@ -88,16 +89,47 @@ KURE_HOST_DEVICE KurtosisStats kurtosis_stats(const CentralMoments& m) {
   return s;
 }
 
-// dK/dx_i = 4 / (n m2^2) * ((x_i - mu)^3 - m3 - K m2 (x_i - mu)), written as
-// scale * (d^3 - m3 - K m2 d) with d = x_i - mu. Returns scale, 0 if degenerate.
-KURE_HOST_DEVICE double kurtosis_grad_scale(const KurtosisStats& s) {
-  return s.degenerate ? 0.0 : 4.0 / (s.n * s.m2 * s.m2);
+// The Stats tensor that the forward op saves for backward: float64
+// [mean, m2, m3, kurtosis, degenerate (0 or 1)]; n comes from the input.
+constexpr int kStatsSize = 5;
+
+KURE_HOST_DEVICE void store_stats(const KurtosisStats& s, double* dst) {
+  dst[0] = s.mean;
+  dst[1] = s.m2;
+  dst[2] = s.m3;
+  dst[3] = s.kurtosis;
+  dst[4] = s.degenerate ? 1.0 : 0.0;
 }
 
-KURE_HOST_DEVICE double kurtosis_grad_at(const KurtosisStats& s, double scale,
-                                         double x) {
-  const double d = x - s.mean;
-  return scale * (d * d * d - s.m3 - s.kurtosis * s.m2 * d);
+KURE_HOST_DEVICE KurtosisStats load_stats(const double* src, double n) {
+  KurtosisStats s;
+  s.n = n;
+  s.mean = src[0];
+  s.m2 = src[1];
+  s.m3 = src[2];
+  s.kurtosis = src[3];
+  s.degenerate = src[4] != 0.0;
+  return s;
 }
+
+// factor * dK/dx_i, with dK/dx_i = 4 / (n m2^2) ((x_i - mu)^3 - m3 - K m2 (x_i - mu)),
+// as the cubic polynomial in d = x_i - mu that the kernels evaluate per element.
+// Zero everywhere for a degenerate tensor.
+struct KurtosisGrad {
+  double mean, cubic, linear, constant;
+
+  KURE_HOST_DEVICE KurtosisGrad(const KurtosisStats& s, double factor) {
+    const double scale = s.degenerate ? 0.0 : factor * 4.0 / (s.n * s.m2 * s.m2);
+    mean = s.mean;
+    cubic = scale;
+    linear = -scale * s.kurtosis * s.m2;
+    constant = -scale * s.m3;
+  }
+
+  KURE_HOST_DEVICE double operator()(double x) const {
+    const double d = x - mean;
+    return (cubic * d * d + linear) * d + constant;
+  }
+};
 
 }  // namespace paddle_kure

@@ -6,8 +6,7 @@
 //       Out = coeff * d/dX (K(X) - target)^2 + l2_coeff * X, the gradient term
 //       added by paddle_kure.KurtosisDecay.
 //
-// Stats layout: [mean, m2, m3, kurtosis, degenerate (0 or 1)], m_k population
-// central moments accumulated in double (see kurtosis_moments.h).
+// Stats layout and the moment math: kurtosis_moments.h.
 #include <algorithm>
 #include <thread>
 #include <vector>
@@ -20,7 +19,7 @@ namespace {
 using paddle_kure::CentralMoments;
 using paddle_kure::KurtosisStats;
 
-constexpr int64_t kStatsSize = 5;
+using paddle_kure::kStatsSize;
 // Values per cache-resident block: the block's mean is found first and its
 // central sums second, both from cache, so memory is read once.
 constexpr int64_t kBlock = 2048;
@@ -49,21 +48,82 @@ void parallel_ranges(int64_t n, int threads, Fn fn) {
   for (auto& th : pool) th.join();
 }
 
+// Four-wide double vectors (GCC/Clang vector extension) as independent
+// accumulators: they break the floating-point dependency chain and vectorize
+// without reassociation (no -ffast-math), on any x86/ARM target.
+typedef double double4 __attribute__((vector_size(32)));
+constexpr int kLanes = 4;
+
 template <typename T>
-CentralMoments block_moments(const T* x, int64_t n) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]);
-  CentralMoments m;
+inline double4 load4(const T* x) {
+  return double4{static_cast<double>(x[0]), static_cast<double>(x[1]),
+                 static_cast<double>(x[2]), static_cast<double>(x[3])};
+}
+
+inline double lane_sum(double4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+
+template <typename T>
+inline CentralMoments block_moments_impl(const T* __restrict__ x, int64_t n) {
+  const int64_t vec_end = n - n % kLanes;
+  double4 sum = {0, 0, 0, 0};
+  for (int64_t i = 0; i < vec_end; i += kLanes) sum += load4(x + i);
+  double total = lane_sum(sum);
+  for (int64_t i = vec_end; i < n; ++i) total += static_cast<double>(x[i]);
+
+  CentralMoments m{};
   m.n = static_cast<double>(n);
-  m.mean = sum / m.n;
-  for (int64_t i = 0; i < n; ++i) {
+  m.mean = total / m.n;
+  double4 s2 = {0, 0, 0, 0}, s3 = s2, s4 = s2;
+  for (int64_t i = 0; i < vec_end; i += kLanes) {
+    const double4 d = load4(x + i) - m.mean;
+    const double4 d2 = d * d;
+    s2 += d2;
+    s3 += d2 * d;
+    s4 += d2 * d2;
+  }
+  m.M2 = lane_sum(s2);
+  m.M3 = lane_sum(s3);
+  m.M4 = lane_sum(s4);
+  for (int64_t i = vec_end; i < n; ++i) {
     const double d = static_cast<double>(x[i]) - m.mean;
-    const double d2 = d * d;
-    m.M2 += d2;
-    m.M3 += d2 * d;
-    m.M4 += d2 * d2;
+    m.M2 += d * d;
+    m.M3 += d * d * d;
+    m.M4 += d * d * d * d;
   }
   return m;
+}
+
+// The two hot loops get an AVX2 clone picked at load time where the CPU has it
+// (about 2x faster here), and stay portable elsewhere.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define KURE_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define KURE_MULTIVERSION
+#endif
+
+KURE_MULTIVERSION CentralMoments block_moments(const float* x, int64_t n) {
+  return block_moments_impl(x, n);
+}
+KURE_MULTIVERSION CentralMoments block_moments(const double* x, int64_t n) {
+  return block_moments_impl(x, n);
+}
+
+// out[i] = grad(x[i]) + l2 * x[i] for i in [begin, end)
+template <typename T>
+inline void scaled_grad_range_impl(const T* __restrict__ x, T* __restrict__ out, int64_t begin,
+                                   int64_t end, const paddle_kure::KurtosisGrad grad, double l2) {
+  for (int64_t i = begin; i < end; ++i) {
+    const double xi = static_cast<double>(x[i]);
+    out[i] = static_cast<T>(grad(xi) + l2 * xi);
+  }
+}
+KURE_MULTIVERSION void scaled_grad_range(const float* x, float* out, int64_t begin, int64_t end,
+                                         const paddle_kure::KurtosisGrad& grad, double l2) {
+  scaled_grad_range_impl(x, out, begin, end, grad, l2);
+}
+KURE_MULTIVERSION void scaled_grad_range(const double* x, double* out, int64_t begin, int64_t end,
+                                         const paddle_kure::KurtosisGrad& grad, double l2) {
+  scaled_grad_range_impl(x, out, begin, end, grad, l2);
 }
 
 template <typename T>
@@ -72,47 +132,25 @@ KurtosisStats cpu_stats(const T* x, int64_t n) {
   std::vector<CentralMoments> partial(threads);
   const int64_t per = (n + threads - 1) / threads;
   parallel_ranges(n, threads, [&](int64_t begin, int64_t end) {
-    CentralMoments acc;
+    CentralMoments acc{};
     for (int64_t b = begin; b < end; b += kBlock) {
       acc = paddle_kure::moments_merge(acc, block_moments(x + b, std::min(kBlock, end - b)));
     }
     partial[begin / std::max<int64_t>(per, 1)] = acc;
   });
-  CentralMoments total;
+  CentralMoments total{};
   for (const auto& p : partial) total = paddle_kure::moments_merge(total, p);
   return paddle_kure::kurtosis_stats(total);
 }
 
 // out[i] = factor * dK/dx_i + l2 * x[i]
 template <typename T>
-void cpu_scaled_grad(const T* x, T* out, int64_t n, const KurtosisStats& s,
-                     double factor, double l2) {
-  const double scale = factor * paddle_kure::kurtosis_grad_scale(s);
+void cpu_scaled_grad(const T* x, T* out, int64_t n, const KurtosisStats& s, double factor,
+                     double l2) {
+  const paddle_kure::KurtosisGrad grad(s, factor);
   parallel_ranges(n, num_threads_for(n), [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const double xi = static_cast<double>(x[i]);
-      out[i] = static_cast<T>(paddle_kure::kurtosis_grad_at(s, scale, xi) + l2 * xi);
-    }
+    scaled_grad_range(x, out, begin, end, grad, l2);
   });
-}
-
-void write_stats(const KurtosisStats& s, double* dst) {
-  dst[0] = s.mean;
-  dst[1] = s.m2;
-  dst[2] = s.m3;
-  dst[3] = s.kurtosis;
-  dst[4] = s.degenerate ? 1.0 : 0.0;
-}
-
-KurtosisStats read_stats(const double* src, int64_t n) {
-  KurtosisStats s;
-  s.n = static_cast<double>(n);
-  s.mean = src[0];
-  s.m2 = src[1];
-  s.m3 = src[2];
-  s.kurtosis = src[3];
-  s.degenerate = src[4] != 0.0;
-  return s;
 }
 
 void check_floating(const paddle::Tensor& x, const char* op) {
@@ -147,7 +185,7 @@ std::vector<paddle::Tensor> KurtosisForward(const paddle::Tensor& x) {
   auto stats = paddle::empty({kStatsSize}, paddle::DataType::FLOAT64, x.place());
   PD_DISPATCH_FLOATING_TYPES(x.dtype(), "kurtosis_cpu", ([&] {
     const KurtosisStats s = cpu_stats(x.data<data_t>(), x.numel());
-    write_stats(s, stats.data<double>());
+    paddle_kure::store_stats(s, stats.data<double>());
     *out.data<data_t>() = static_cast<data_t>(s.kurtosis);
   }));
   return {out, stats};
@@ -159,7 +197,7 @@ std::vector<paddle::Tensor> KurtosisBackward(const paddle::Tensor& x,
   KURE_DISPATCH_GPU(std::vector<paddle::Tensor>{kurtosis_cuda_backward(x, stats, grad_out)});
   auto grad_x = paddle::empty(x.shape(), x.dtype(), x.place());
   PD_DISPATCH_FLOATING_TYPES(x.dtype(), "kurtosis_grad_cpu", ([&] {
-    const KurtosisStats s = read_stats(stats.data<double>(), x.numel());
+    const KurtosisStats s = paddle_kure::load_stats(stats.data<double>(), x.numel());
     const double g = static_cast<double>(*grad_out.data<data_t>());
     cpu_scaled_grad(x.data<data_t>(), grad_x.data<data_t>(), x.numel(), s, g, 0.0);
   }));
@@ -174,8 +212,8 @@ std::vector<paddle::Tensor> KurtosisDecay(const paddle::Tensor& x, float coeff, 
   PD_DISPATCH_FLOATING_TYPES(x.dtype(), "kurtosis_decay_cpu", ([&] {
     const data_t* px = x.data<data_t>();
     const KurtosisStats s = cpu_stats(px, x.numel());
-    // d/dx (K - target)^2 = 2 (K - target) dK/dx; zero when K is undefined.
-    const double factor = s.degenerate ? 0.0 : 2.0 * coeff * (s.kurtosis - target);
+    // d/dx (K - target)^2 = 2 (K - target) dK/dx
+    const double factor = 2.0 * coeff * (s.kurtosis - target);
     cpu_scaled_grad(px, out.data<data_t>(), x.numel(), s, factor, l2_coeff);
   }));
   return {out};

@@ -1,0 +1,208 @@
+"""KurtosisDecay: exact optimizer updates against numpy, in every graph mode."""
+import numpy as np
+import paddle
+import pytest
+from kurtosis_reference import kure_term
+from kurtosis_reference import kurtosis as ref_kurtosis
+
+import paddle_kure
+from paddle_kure import KurtosisDecay
+
+LR, COEFF, TARGET = 0.1, 0.05, 1.8
+RNG = np.random.default_rng(11)
+W0 = RNG.laplace(size=(6, 4)).astype("float32")  # K well above 1.8
+X = RNG.normal(size=(5, 6)).astype("float32")
+
+
+def loss_grad(w):
+    """Gradient of mean((X @ w)^2) with respect to w, in float64."""
+    x, w = X.astype(np.float64), w.astype(np.float64)
+    return 2.0 * x.T @ (x @ w) / (x.shape[0] * w.shape[1])
+
+
+def expected_sgd(w, l2_coeff=0.0):
+    return w - LR * (loss_grad(w) + kure_term(w, COEFF, TARGET, l2_coeff))
+
+
+def _attr(l2_coeff=0.0):
+    return paddle.ParamAttr(
+        initializer=paddle.nn.initializer.Assign(W0),
+        regularizer=KurtosisDecay(COEFF, TARGET, l2_coeff=l2_coeff),
+    )
+
+
+class Net(paddle.nn.Layer):
+    def __init__(self, l2_coeff=0.0):
+        super().__init__()
+        self.w = self.create_parameter([6, 4], attr=_attr(l2_coeff))
+
+    def forward(self, x):
+        return paddle.matmul(x, self.w).square().mean()
+
+
+@pytest.mark.parametrize("l2_coeff", [0.0, 0.3])
+def test_sgd_step_dygraph(l2_coeff):
+    net = Net(l2_coeff)
+    opt = paddle.optimizer.SGD(LR, parameters=net.parameters())
+    net(paddle.to_tensor(X)).backward()
+    opt.step()
+    np.testing.assert_allclose(net.w.numpy(), expected_sgd(W0, l2_coeff), rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_step_to_static():
+    net = Net()
+    static_net = paddle.jit.to_static(net, full_graph=True)
+    opt = paddle.optimizer.SGD(LR, parameters=net.parameters())
+    static_net(paddle.to_tensor(X)).backward()
+    opt.step()
+    np.testing.assert_allclose(net.w.numpy(), expected_sgd(W0), rtol=1e-5, atol=1e-6)
+
+
+def _static_sgd_step(as_optimizer_weight_decay):
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [5, 6], "float32")
+        if as_optimizer_weight_decay:
+            attr = paddle.ParamAttr(name="w", initializer=paddle.nn.initializer.Assign(W0))
+            opt = paddle.optimizer.SGD(LR, weight_decay=KurtosisDecay(COEFF, TARGET))
+        else:
+            attr = _attr()
+            attr.name = "w"
+            opt = paddle.optimizer.SGD(LR)
+        w = paddle.static.create_parameter([6, 4], "float32", attr=attr)
+        loss = ((x @ w) ** 2).mean()
+        opt.minimize(loss)
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    exe.run(startup)
+    exe.run(main, feed={"x": X})
+    return np.array(paddle.static.global_scope().find_var("w").get_tensor())
+
+
+@pytest.mark.parametrize("as_weight_decay", [False, True], ids=["param_attr", "optimizer_weight_decay"])
+@pytest.mark.parametrize("ir", ["pir", "legacy"])
+def test_sgd_step_static(ir, as_weight_decay):
+    from paddle.pir_utils import IrGuard, OldIrGuard
+
+    paddle.enable_static()
+    with (IrGuard() if ir == "pir" else OldIrGuard()):
+        w1 = _static_sgd_step(as_weight_decay)
+    paddle.disable_static()
+    np.testing.assert_allclose(w1, expected_sgd(W0), rtol=1e-5, atol=1e-6)
+
+
+def _one_step(make_opt):
+    net = Net()
+    opt = make_opt(net.parameters())
+    net(paddle.to_tensor(X)).backward()
+    opt.step()
+    return net.w.numpy()
+
+
+def test_momentum_first_steps_exact():
+    net = Net()
+    opt = paddle.optimizer.Momentum(LR, momentum=0.9, parameters=net.parameters())
+    w, v = W0.astype(np.float64), np.zeros_like(W0, dtype=np.float64)
+    for _ in range(2):
+        net(paddle.to_tensor(X)).backward()
+        opt.step()
+        opt.clear_grad()
+        v = 0.9 * v + loss_grad(w) + kure_term(w, COEFF, TARGET)
+        w = w - LR * v
+        np.testing.assert_allclose(net.w.numpy(), w, rtol=1e-4, atol=1e-5)
+
+
+def _adam_first_step(w, g, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    # Paddle's Adam: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t); w -= lr_t m / (sqrt(v) + eps sqrt(1 - b2^t))
+    m, v = (1 - beta1) * g, (1 - beta2) * g * g
+    lr_t = lr * np.sqrt(1 - beta2) / (1 - beta1)
+    return w - lr_t * m / (np.sqrt(v) + eps * np.sqrt(1 - beta2))
+
+
+def test_adam_first_step_exact():
+    lr = 1e-3
+    got = _one_step(lambda p: paddle.optimizer.Adam(lr, parameters=p))
+    g = loss_grad(W0) + kure_term(W0, COEFF, TARGET)
+    np.testing.assert_allclose(got, _adam_first_step(W0.astype(np.float64), g, lr), rtol=1e-5, atol=1e-7)
+
+
+def test_adamw_keeps_param_regularizer_and_decoupled_decay():
+    lr, wd = 1e-3, 0.01
+    got = _one_step(lambda p: paddle.optimizer.AdamW(lr, parameters=p, weight_decay=wd))
+    g = loss_grad(W0) + kure_term(W0, COEFF, TARGET)
+    decayed = W0.astype(np.float64) * (1 - lr * wd)
+    np.testing.assert_allclose(got, _adam_first_step(decayed, g, lr), rtol=1e-5, atol=1e-7)
+
+
+def _kurtosis_distance_after_adam(coeff, w0, steps=150):
+    layer = paddle.nn.Linear(
+        64, 64,
+        weight_attr=paddle.ParamAttr(
+            initializer=paddle.nn.initializer.Assign(w0), regularizer=KurtosisDecay(coeff=coeff)
+        ),
+    )
+    opt = paddle.optimizer.Adam(5e-2, parameters=layer.parameters())
+    x = paddle.to_tensor(RNG.normal(size=(32, 64)).astype("float32"))
+    target = paddle.to_tensor(RNG.normal(size=(32, 64)).astype("float32"))
+    for _ in range(steps):
+        paddle.nn.functional.mse_loss(layer(x), target).backward()
+        opt.step()
+        opt.clear_grad()
+    return abs(ref_kurtosis(layer.weight.numpy()) - 1.8)
+
+
+def test_adam_training_moves_kurtosis_to_target():
+    w0 = RNG.laplace(size=(64, 64)).astype("float32")
+    start = abs(ref_kurtosis(w0) - 1.8)
+    assert start > 2.0
+    assert _kurtosis_distance_after_adam(1.0, w0) < 0.2 * start
+    assert _kurtosis_distance_after_adam(0.0, w0) > 0.5 * start  # the task alone does not do it
+
+
+def test_frozen_parameter_is_left_alone():
+    net = Net()
+    net.w.stop_gradient = True
+    bias = net.create_parameter([4], is_bias=True)
+    opt = paddle.optimizer.SGD(LR, parameters=[net.w, bias], weight_decay=KurtosisDecay(COEFF))
+    (net(paddle.to_tensor(X)) + bias.sum()).backward()
+    opt.step()
+    np.testing.assert_array_equal(net.w.numpy(), W0)
+
+
+def test_save_load_and_jit_save_of_a_regularized_model(tmp_path):
+    net = Net()
+    opt = paddle.optimizer.Adam(1e-3, parameters=net.parameters())
+    net(paddle.to_tensor(X)).backward()
+    opt.step()
+    paddle.save(net.state_dict(), str(tmp_path / "net.pdparams"))
+    paddle.save(opt.state_dict(), str(tmp_path / "net.pdopt"))
+    restored = Net()
+    restored.set_state_dict(paddle.load(str(tmp_path / "net.pdparams")))
+    np.testing.assert_array_equal(restored.w.numpy(), net.w.numpy())
+    assert isinstance(restored.w.regularizer, KurtosisDecay)
+
+    spec = [paddle.static.InputSpec([None, 6], "float32")]
+    paddle.jit.save(net, str(tmp_path / "infer"), input_spec=spec)
+    loaded = paddle.jit.load(str(tmp_path / "infer"))
+    np.testing.assert_allclose(float(loaded(paddle.to_tensor(X))), float(net(paddle.to_tensor(X))), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, text",
+    [
+        ({"coeff": -1.0}, ValueError, "coeff"),
+        ({"coeff": 1.0, "l2_coeff": -0.1}, ValueError, "l2_coeff"),
+        ({"coeff": 1.0, "target": 0.5}, ValueError, "target"),
+        ({"coeff": "big"}, TypeError, "coeff"),
+        ({"coeff": float("nan")}, TypeError, "coeff"),
+    ],
+)
+def test_bad_arguments(kwargs, error, text):
+    with pytest.raises(error, match=text):
+        KurtosisDecay(**kwargs)
+
+
+def test_str_reads_like_paddle():
+    assert str(KurtosisDecay(0.01)) == "KurtosisDecay, coeff=0.010000, target=1.800000"
+    assert str(KurtosisDecay(0.01, 3.0, 1e-4)) == "KurtosisDecay, coeff=0.010000, target=3.000000, l2_coeff=0.000100"
+    assert isinstance(KurtosisDecay(0.1), paddle.regularizer.WeightDecayRegularizer)
+    assert paddle_kure.KurtosisDecay is KurtosisDecay
