@@ -17,16 +17,18 @@ CUDA_SOURCES = ["csrc/kurtosis_op.cu"]
 
 class BuildOps(BuildExtension.with_options(no_python_abi_suffix=True)):
     """Paddle's BuildExtension, minus the leftovers it puts beside the library:
-    object files under <build_lib>/build and a generated stub module."""
+    object files under <build_lib>/build, a generated stub module and its
+    source-hash file; paddle_kure/ops.py loads the library itself."""
 
     def run(self):
         super().run()
         for ext in self.extensions:
             lib_dir = os.path.dirname(self.get_ext_fullpath(ext.name))
             shutil.rmtree(os.path.join(self.build_lib, "build"), ignore_errors=True)
-            stub = os.path.join(lib_dir, ext.name.split(".")[-1] + ".py")
-            if os.path.exists(stub):
-                os.remove(stub)
+            for leftover in (ext.name.split(".")[-1] + ".py", "version.txt"):
+                path = os.path.join(lib_dir, leftover)
+                if os.path.exists(path):
+                    os.remove(path)
 
 
 if paddle.is_compiled_with_cuda():
