@@ -1,0 +1,101 @@
+"""Step-size robustness: quantizer values, scale search, weight restore, the sweep."""
+import numpy as np
+import paddle
+import pytest
+
+from paddle_kure.robustness import (
+    SweepConfig,
+    abs_max_scale,
+    mse_scale,
+    quantize_array,
+    quantized_weights,
+    sweep,
+)
+
+
+def test_quantize_array_hand_values():
+    w = np.array([0.5, -1.0, 0.26, 2.0], dtype=np.float32)
+    # bits 3: qmax 3, scale 1: 0.5 -> round(1.5)=2 -> 2/3; 0.26 -> round(0.78)=1 -> 1/3; 2.0 clips to 1
+    np.testing.assert_allclose(quantize_array(w, 3, 1.0), [2 / 3, -1.0, 1 / 3, 1.0], rtol=1e-6)
+
+
+def test_quantize_array_per_channel_and_zero_scale():
+    w = np.array([[1.0, 0.0], [0.5, 0.0], [-0.25, 0.0]], dtype=np.float32)  # channels along axis 1
+    scale = abs_max_scale(w, axis=1)
+    np.testing.assert_array_equal(scale, [1.0, 0.0])
+    q = quantize_array(w, 2, scale, axis=1)  # qmax 1: values in {-1, 0, 1} * scale
+    np.testing.assert_array_equal(q, [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    assert np.isfinite(q).all()
+
+
+def test_bits_below_two_rejected():
+    with pytest.raises(ValueError, match="bits"):
+        quantize_array(np.ones(3), 1, 1.0)
+
+
+@pytest.mark.parametrize("axis", [None, 0])
+def test_mse_scale_beats_abs_max_on_heavy_tails(axis):
+    w = np.random.default_rng(0).laplace(size=(8, 512)).astype(np.float64)
+    base = abs_max_scale(w, axis)
+    best = mse_scale(w, 4, axis)
+    err = lambda s: ((quantize_array(w, 4, s, axis) - w) ** 2).sum()
+    assert np.all(best <= base + 1e-12)
+    assert err(best) < 0.8 * err(base)  # clipping the tails pays at 4 bits
+
+
+def _model():
+    paddle.seed(0)
+    return paddle.nn.Sequential(paddle.nn.Linear(6, 5), paddle.nn.ReLU(), paddle.nn.Linear(5, 3))
+
+
+def test_quantized_weights_applies_and_restores_even_on_error():
+    model = _model()
+    before = [p.numpy().copy() for p in model.parameters()]
+    with pytest.raises(RuntimeError):
+        with quantized_weights(model, bits=2, per_channel=True):
+            w = model[0].weight.numpy()
+            # per output channel (axis 1 of a Linear weight): each column has at most 3 levels
+            for col in w.T:
+                assert len(np.unique(np.round(col, 6))) <= 3
+            np.testing.assert_array_equal(model[0].bias.numpy(), before[1])  # biases untouched
+            raise RuntimeError("stop")
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.numpy(), b)
+
+
+def test_noise_is_seeded():
+    model = _model()
+    with quantized_weights(model, 4, noise_std=0.2, seed=1):
+        a = model[0].weight.numpy()
+    with quantized_weights(model, 4, noise_std=0.2, seed=1):
+        b = model[0].weight.numpy()
+    with quantized_weights(model, 4, noise_std=0.2, seed=2):
+        c = model[0].weight.numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_sweep_records_and_accuracy_behaviour():
+    model = _model()
+    x = paddle.to_tensor(np.random.default_rng(1).normal(size=(256, 6)).astype("float32"))
+    reference = model(x).argmax(-1).numpy()
+
+    def agreement(m):
+        return float((m(x).argmax(-1).numpy() == reference).mean())
+
+    config = SweepConfig(bits=[8, 2], per_channel=[False], factors=[0.5, 1.0], noise_stds=[0.1], seeds=2)
+    records = sweep(model, agreement, config)
+    assert len(records) == 2 * (2 * 2 + 2)  # bits x (methods x factors + noise seeds)
+    by_key = {(r.bits, r.scale_method, r.perturbation, r.value, r.seed): r.accuracy for r in records}
+    assert by_key[(8, "abs_max", "ratio", 1.0, 0)] > 0.97
+    assert by_key[(2, "abs_max", "ratio", 1.0, 0)] < by_key[(8, "abs_max", "ratio", 1.0, 0)]
+
+
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [({"bits": [1]}, "bits"), ({"factors": [0.0]}, "factors"), ({"noise_stds": [-1]}, "noise_stds"),
+     ({"seeds": 0}, "seeds"), ({"scale_methods": ["percentile"]}, "abs_max")],
+)
+def test_sweep_config_validation(kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        SweepConfig(**kwargs)
