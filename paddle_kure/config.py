@@ -1,0 +1,374 @@
+"""The YAML configuration of ``paddle-kure run``, loaded into validated dataclasses.
+
+Section and key names follow PaddleSlim where PaddleSlim has them (``Global``,
+``QuantAware``, ``TrainConfig``; ``QuantPost`` uses the argument names of
+``paddleslim.quant.quant_post_static``); ``Kurtosis`` holds the KURE settings
+and ``Prune`` (optional) is :class:`paddle_kure.prune.PruneConfig`. An unknown
+section or key, a wrong type or an impossible value raises an error that names
+the key and the file.
+
+Example:
+    .. code-block:: python
+
+        >>> from paddle_kure.config import load_config, default_config_path
+        >>> config = load_config(default_config_path())
+        >>> print(config.TrainConfig.epochs, config.precisions())
+        2 [(8, 8), (4, 4)]
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+__all__ = [
+    "ConfigError",
+    "GlobalConfig",
+    "TrainConfig",
+    "KurtosisConfig",
+    "QuantPostConfig",
+    "RunConfig",
+    "load_config",
+    "default_config_path",
+]
+
+OPTIMIZERS = ("adam", "momentum", "sgd")
+PTQ_ALGOS = ("abs_max", "avg", "KL", "hist", "mse")
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+def default_config_path() -> str:
+    """The config shipped inside the package (``paddle_kure/configs/default.yaml``)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
+
+
+def _is_number(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _int(key, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{key} must be >= {minimum}, got {value}")
+
+
+def _float(key, value, minimum, inclusive=True):
+    if not _is_number(value):
+        raise TypeError(f"{key} must be a number, got {value!r}")
+    if value < minimum or (value == minimum and not inclusive):
+        raise ValueError(f"{key} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
+
+
+def _bool(key, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} must be true or false, got {value!r}")
+
+
+def _str_list(key, value):
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} must be a list of strings, got {value!r}")
+
+
+def _choice(key, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
+
+
+class _Section:
+    """Validates on construction; ``validate`` messages start with the key name."""
+
+    def __post_init__(self):
+        self.validate()
+
+
+@dataclass
+class GlobalConfig(_Section):
+    """``Global``: data, seed and output.
+
+    Attributes:
+        seed: seeds Paddle, numpy and the data split and order.
+        output_dir: where results, checkpoints and exported models go.
+        data_dir: directory of the Fashion-MNIST ``*-ubyte.gz`` files.
+        download: fall back to Paddle's downloader when ``data_dir`` lacks the files.
+        train_size: training images taken from the 60k train split (0: all but the validation ones).
+        val_size: validation images held out of the train split (used for every choice).
+        test_size: test images used for the final numbers (0: all 10k).
+    """
+
+    seed: int = 2024
+    output_dir: str = "runs/default"
+    data_dir: str = "/usr/share/datasets/fashion-mnist"
+    download: bool = False
+    train_size: int = 0
+    val_size: int = 5000
+    test_size: int = 0
+
+    def validate(self):
+        _int("seed", self.seed, 0)
+        for key in ("output_dir", "data_dir"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise TypeError(f"{key} must be a non-empty string, got {getattr(self, key)!r}")
+        _bool("download", self.download)
+        _int("train_size", self.train_size, 0)
+        _int("val_size", self.val_size, 1)
+        _int("test_size", self.test_size, 0)
+        if self.train_size + self.val_size > 60000:
+            raise ValueError(f"train_size + val_size must be <= 60000 (the train split), got "
+                             f"{self.train_size} + {self.val_size}")
+        if self.test_size > 10000:
+            raise ValueError(f"test_size must be <= 10000 (the test split), got {self.test_size}")
+
+
+@dataclass
+class TrainConfig(_Section):
+    """``TrainConfig``: FP32 training, then quantization-aware fine-tuning.
+
+    Attributes:
+        epochs: FP32 epochs.
+        batch_size: global batch size (split over data-parallel processes).
+        learning_rate: FP32 learning rate.
+        optimizer: 'adam', 'momentum' or 'sgd'.
+        weight_decay: L2 decay (kept on KURE-regularized weights too).
+        qat_epochs: epochs of QAT fine-tuning from the FP32 weights.
+        qat_learning_rate: learning rate of QAT fine-tuning.
+        eval_batch_size: batch size of evaluation.
+    """
+
+    epochs: int = 2
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 1e-4
+    qat_epochs: int = 1
+    qat_learning_rate: float = 2e-4
+    eval_batch_size: int = 1000
+
+    def validate(self):
+        _int("epochs", self.epochs, 1)
+        _int("batch_size", self.batch_size, 1)
+        _float("learning_rate", self.learning_rate, 0.0, inclusive=False)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _float("weight_decay", self.weight_decay, 0.0)
+        _int("qat_epochs", self.qat_epochs, 1)
+        _float("qat_learning_rate", self.qat_learning_rate, 0.0, inclusive=False)
+        _int("eval_batch_size", self.eval_batch_size, 1)
+
+
+@dataclass
+class KurtosisConfig(_Section):
+    """``Kurtosis``: kurtosis regularization (KURE) in the QAT+KURE arms.
+
+    Attributes:
+        coeff: the KURE paper's lambda: ``coeff * mean over tensors of (K - target)^2``.
+        target: target kurtosis (1.8: uniform).
+        include: glob patterns of parameter names (``model.named_parameters()``) to
+            regularize; empty: every weight with 2+ dimensions.
+        exclude: glob patterns never regularized (the paper leaves the first conv out).
+        auto_exclude: also exclude tensors whose FP32 kurtosis lies outside
+            mean +- ``auto_exclude_std`` std of all chosen tensors' kurtosis.
+        auto_exclude_std: the width of that band, in standard deviations.
+        on_weights: regularize the chosen weights (through ``KurtosisDecay``).
+        on_activations: add ``coeff * mean (K - target)^2`` of the outputs of the
+            layers owning the chosen weights to the loss.
+    """
+
+    coeff: float = 1.0
+    target: float = 1.8
+    include: Tuple[str, ...] = ()
+    exclude: Tuple[str, ...] = ("conv1.*",)
+    auto_exclude: bool = False
+    auto_exclude_std: float = 3.0
+    on_weights: bool = True
+    on_activations: bool = False
+
+    def validate(self):
+        _float("coeff", self.coeff, 0.0)
+        _float("target", self.target, 1.0, inclusive=False)
+        _str_list("include", self.include)
+        _str_list("exclude", self.exclude)
+        self.include, self.exclude = tuple(self.include), tuple(self.exclude)
+        _bool("auto_exclude", self.auto_exclude)
+        _float("auto_exclude_std", self.auto_exclude_std, 0.0, inclusive=False)
+        _bool("on_weights", self.on_weights)
+        _bool("on_activations", self.on_activations)
+        if not (self.on_weights or self.on_activations):
+            raise ValueError("on_weights and on_activations are both false: KURE would do nothing")
+
+
+@dataclass
+class QuantPostConfig(_Section):
+    """``QuantPost``: post-training quantization (``quant_post_static`` argument names).
+
+    Attributes:
+        algo: activation scale algorithm: 'abs_max', 'avg', 'KL', 'hist' or 'mse'.
+        batch_nums: calibration batches (of ``batch_size`` training images).
+        batch_size: calibration batch size.
+    """
+
+    algo: str = "abs_max"
+    batch_nums: int = 10
+    batch_size: int = 64
+
+    def validate(self):
+        _choice("algo", self.algo, PTQ_ALGOS)
+        _int("batch_nums", self.batch_nums, 1)
+        _int("batch_size", self.batch_size, 1)
+
+
+# Methods compared at each precision; 'qat_kure_pact' runs only with QuantAware.use_pact.
+METHODS = ("ptq", "qat", "qat_kure", "qat_kure_pact")
+
+
+@dataclass
+class RunConfig:
+    """The whole config of ``paddle-kure run``.
+
+    ``QuantAware`` takes :class:`paddle_kure.quant.QuantAwareConfig`'s keys, except
+    that ``weight_bits`` and ``activation_bits`` may be lists of equal length: one
+    precision compared per pair (``[8, 4]`` and ``[8, 4]``: W8A8 and W4A4).
+    ``use_pact`` adds the QAT+KURE+PACT arm.
+    """
+
+    Global: GlobalConfig = field(default_factory=GlobalConfig)
+    TrainConfig: TrainConfig = field(default_factory=TrainConfig)
+    QuantAware: dict = field(default_factory=dict)
+    QuantPost: QuantPostConfig = field(default_factory=QuantPostConfig)
+    Kurtosis: KurtosisConfig = field(default_factory=KurtosisConfig)
+    Prune: Optional[object] = None
+    source: str = "<dict>"
+
+    def precisions(self) -> list:
+        """``[(weight_bits, activation_bits), ...]`` compared."""
+        weights, activations = (self.QuantAware.get(k, 8) for k in ("weight_bits", "activation_bits"))
+        weights = weights if isinstance(weights, list) else [weights]
+        activations = activations if isinstance(activations, list) else [activations]
+        return list(zip(weights, activations))
+
+    def methods(self) -> list:
+        return [m for m in METHODS if m != "qat_kure_pact" or self.QuantAware.get("use_pact", True)]
+
+    def quant_config(self, weight_bits: int, activation_bits: int, use_pact: bool = False):
+        """The :class:`QuantAwareConfig` of one precision."""
+        from .quant.config import QuantAwareConfig
+
+        values = dict(self.QuantAware, weight_bits=weight_bits, activation_bits=activation_bits, use_pact=use_pact)
+        return QuantAwareConfig.from_dict(values, source=self.source)
+
+    def to_dict(self) -> dict:
+        """The mapping :func:`config_from_dict` reads (what the run logs as used)."""
+        out = {}
+        for section in SECTIONS:
+            value = getattr(self, section)
+            if value is None:
+                continue
+            if section == "QuantAware":
+                out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+            elif section == "Prune":
+                out[section] = value.to_dict()
+            else:
+                out[section] = {k: list(v) if isinstance(v, tuple) else v
+                                for k, v in dataclasses.asdict(value).items()}
+        return out
+
+    def __str__(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# section -> dataclass (QuantAware and Prune are built by their owners' classes)
+SECTIONS = {
+    "Global": GlobalConfig,
+    "TrainConfig": TrainConfig,
+    "QuantAware": None,
+    "QuantPost": QuantPostConfig,
+    "Kurtosis": KurtosisConfig,
+    "Prune": None,
+}
+
+
+def _section(cls, values, section, source):
+    where = f"{source}: {section}"
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed keys: {known}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        # the messages start with the key: "epochs must be ..."
+        raise ConfigError(f"{where}.{err}") from None
+
+
+def _quant_aware(values, source):
+    """Checks the QuantAware section: each precision must make a valid QuantAwareConfig."""
+    from .quant.config import QuantAwareConfig
+
+    where = f"{source}: QuantAware"
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
+    values = dict(values)
+    bits = {}
+    for key in ("weight_bits", "activation_bits"):
+        value = values.get(key, 8)
+        bits[key] = value if isinstance(value, list) else [value]
+        if not bits[key]:
+            raise ConfigError(f"{where}.{key} must not be an empty list")
+    if len(bits["weight_bits"]) != len(bits["activation_bits"]):
+        raise ConfigError(f"{where}: weight_bits and activation_bits must list the same number of "
+                          f"precisions, got {bits['weight_bits']} and {bits['activation_bits']}")
+    for weight_bits, activation_bits in zip(bits["weight_bits"], bits["activation_bits"]):
+        try:
+            QuantAwareConfig.from_dict(dict(values, weight_bits=weight_bits, activation_bits=activation_bits))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {err}") from None
+    return values
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> RunConfig:
+    """Builds a :class:`RunConfig` from a parsed YAML mapping; ``source`` names the file in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of sections {list(SECTIONS)}, got {data!r}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed sections: {list(SECTIONS)}")
+    sections = {name: _section(cls, data.get(name), name, source)
+                for name, cls in SECTIONS.items() if cls is not None}
+    sections["QuantAware"] = _quant_aware(data.get("QuantAware"), source)
+    if data.get("Prune") is not None:
+        from .prune.config import PruneConfig
+
+        sections["Prune"] = PruneConfig.from_dict(data["Prune"], source=source)
+    return RunConfig(**sections, source=source)
+
+
+def load_config(path: str) -> RunConfig:
+    """Reads and validates a YAML config file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: bad YAML, an unknown section or key, a wrong type or value
+            (the message names the file and the key).
+    """
+    import yaml
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return config_from_dict(data if data is not None else {}, source=path)

@@ -1,0 +1,4 @@
+"""Models (see README.md)."""
+from .cnn import SmallCNN
+
+__all__ = ["SmallCNN"]

@@ -1,0 +1,228 @@
+"""Every workaround for PaddleSlim 2.6.0 on Paddle 3.3.1 lives here.
+
+Each shim has a test in ``tests/test_compat.py`` that shows the problem with
+raw PaddleSlim; when that test starts failing, the problem is gone upstream and
+the shim can be deleted.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.metadata
+import sys
+import types
+
+__all__ = [
+    "allow_input_gradients",
+    "check_input_gradients",
+    "drop_output_quantization",
+    "import_paddleslim",
+    "keep_paddle_mode",
+    "pact_layer_class",
+    "save_quantized_model",
+    "set_quantization_range",
+    "test_subgraphs_for_test",
+]
+
+
+def _install_pkg_resources_stand_in() -> None:
+    """PaddleSlim imports ``pkg_resources`` (gone from setuptools >= 81) only to
+    call ``pkg_resources.require('onnx')`` before loading ONNX models."""
+
+    def require(requirement: str):
+        name = requirement.split("=")[0].split("<")[0].split(">")[0].strip()
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError as err:
+            raise ModuleNotFoundError(f"{requirement} is required by PaddleSlim but not installed") from err
+        return []
+
+    stand_in = types.ModuleType("pkg_resources")
+    stand_in.require = require
+    sys.modules["pkg_resources"] = stand_in
+
+
+def import_paddleslim():
+    """Imports and returns ``paddleslim``, supplying what its imports need."""
+    try:
+        importlib.import_module("pkg_resources")
+    except ModuleNotFoundError:
+        _install_pkg_resources_stand_in()
+    return importlib.import_module("paddleslim")
+
+
+@contextlib.contextmanager
+def keep_paddle_mode():
+    """Restores dygraph/static mode on exit: PaddleSlim's
+    ``QAT.save_quantized_model`` ends with ``paddle.enable_static()`` when the
+    model has preprocess (PACT) layers."""
+    import paddle
+
+    was_dynamic = paddle.in_dynamic_mode()
+    try:
+        yield
+    finally:
+        if was_dynamic and not paddle.in_dynamic_mode():
+            paddle.disable_static()
+        elif not was_dynamic and paddle.in_dynamic_mode():
+            paddle.enable_static()
+
+
+def save_quantized_model(model, path: str, input_spec, activation_bits: int, onnx_format: bool) -> None:
+    """Exports a dygraph QAT model (from ``paddleslim.dygraph.quant.QAT``) so that
+    the inference model computes what the trained model computes.
+
+    - ``QAT.save_quantized_model`` re-quantizes a copy of the model taken *before*
+      ``quantize``, without preprocess layers: PACT is dropped. Paddle's
+      ``ImperativeQuantAware.save_quantized_model``, which it wraps, exports the
+      model as it is, so this calls that directly.
+    - ``QAT.save_quantized_model`` also ends in static mode; this leaves the mode
+      as it was.
+    - Under ``onnx_format`` the export quantizes every layer's output as well (see
+      :func:`drop_output_quantization`).
+    """
+    import paddle
+
+    saver = paddle.quantization.ImperativeQuantAware(activation_bits=activation_bits, onnx_format=onnx_format)
+    with keep_paddle_mode():
+        saver.save_quantized_model(layer=model, path=path, input_spec=input_spec)
+    if onnx_format:
+        drop_output_quantization(path)
+
+
+def _rewrite_saved_model(path: str, rewrite) -> None:
+    """Loads the legacy inference model at ``path``, calls ``rewrite(block)`` on its
+    global block, which returns {old fetch name: new name} for renamed outputs,
+    and saves it back."""
+    import paddle
+
+    with paddle.pir_utils.OldIrGuard(), keep_paddle_mode(), paddle.static.scope_guard(paddle.static.Scope()):
+        paddle.enable_static()
+        executor = paddle.static.Executor(paddle.CPUPlace())
+        program, feed_names, fetch_vars = paddle.static.load_inference_model(path, executor)
+        block = program.global_block()
+        renamed = rewrite(block)
+        feed_vars = [block.var(name) for name in feed_names]
+        fetch_vars = [block.var(renamed.get(var.name, var.name)) for var in fetch_vars]
+        paddle.static.save_inference_model(path, feed_vars, fetch_vars, executor, program=program, clip_extra=True)
+
+
+def drop_output_quantization(path: str) -> None:
+    """Removes from the saved model at ``path`` every activation
+    quantize_linear/dequantize_linear pair that does not feed a conv or matmul.
+
+    Under ``onnx_format``, Paddle's QAT export turns each layer's output-scale
+    observer into such a pair, the logits' included, which training never
+    applies: the exported model then disagrees with the trained one.
+    """
+    from .config import QUANTIZE_OP_TYPES
+
+    def rewrite(block):
+        producer = {name: op for op in block.ops for name in op.output_arg_names}
+        users = {}
+        for op in block.ops:
+            for name in op.input_arg_names:
+                users.setdefault(name, []).append(op)
+        replaced = {}
+        for dequantize in [op for op in block.ops if op.type == "dequantize_linear"]:
+            quantize = producer.get(dequantize.input("X")[0])
+            out = dequantize.output("Y")[0]
+            if quantize is None or quantize.type != "quantize_linear":
+                continue  # a weight: stored quantized, no quantize op
+            if any(op.type in QUANTIZE_OP_TYPES for op in users.get(out, [])):
+                continue
+            source = quantize.input("X")[0]
+            for op in users.get(out, []):
+                op._rename_input(out, source)
+            replaced[out] = source
+            for op in (dequantize, quantize):
+                block._remove_op(list(block.ops).index(op))
+        return replaced
+
+    _rewrite_saved_model(path, rewrite)
+
+
+def set_quantization_range(path: str) -> None:
+    """Gives every quantize_linear/dequantize_linear op of the saved model at
+    ``path`` the integer range of its ``bit_length``.
+
+    ``quant_post_static(onnx_format=True)`` writes these ops without ``qmin`` /
+    ``qmax``, and Paddle's kernels then use the 8-bit range whatever the
+    ``bit_length``: a 4-bit PTQ model dequantizes its weights 127/7 times too
+    small (chance accuracy on Fashion-MNIST).
+    """
+
+    def rewrite(block):
+        for op in block.ops:
+            if op.type in ("quantize_linear", "dequantize_linear") and not op.has_attr("qmax"):
+                qmax = 2 ** (op.attr("bit_length") - 1) - 1
+                op._set_attr("qmax", qmax)
+                op._set_attr("qmin", -qmax - 1)
+        return {}
+
+    _rewrite_saved_model(path, rewrite)
+
+
+@contextlib.contextmanager
+def test_subgraphs_for_test():
+    """Makes ``IrGraph.all_sub_graphs()`` inherit the graph's ``for_test``.
+
+    ``paddleslim.quant.quant_aware(program, for_test=True)`` builds its graph with
+    ``for_test=True`` but takes the sub-graphs it rewrites from
+    ``all_sub_graphs()``, whose ``for_test`` defaults to False; with an
+    ``act_preprocess_func`` the pass then looks for gradients a test program does
+    not have (``Cannot find the target node ...@GRAD``).
+    """
+    from paddle.base.framework import IrGraph
+
+    original = IrGraph.all_sub_graphs
+
+    def all_sub_graphs(self, for_test=None):
+        return original(self, for_test=self._for_test if for_test is None else for_test)
+
+    IrGraph.all_sub_graphs = all_sub_graphs
+    try:
+        yield
+    finally:
+        IrGraph.all_sub_graphs = original
+
+
+def pact_layer_class(pact_config) -> type:
+    """A :class:`paddle_kure.nn.PACT` class that PaddleSlim's ``QAT(act_preprocess=...)``
+    can build with no arguments, configured by ``pact_config`` (a ``PACTConfig``).
+
+    PaddleSlim's own PACT starts alpha at 100 with a learning-rate multiplier of
+    1000: on normalized data it clips nothing. This one is two-sided, because a
+    quantized layer's input may be signed (the first layer's is).
+    """
+    from ..nn.pact import PACT
+
+    class QuantInputPACT(PACT):
+        def __init__(self):
+            super().__init__(init=pact_config.init, signed=True, percentile=pact_config.percentile,
+                             l2_coeff=pact_config.l2_coeff, learning_rate=pact_config.learning_rate)
+
+    return QuantInputPACT
+
+
+def allow_input_gradients(program) -> list:
+    """Marks the data inputs of a legacy ``program`` ``stop_gradient=False``; call it
+    before ``minimize`` when PACT preprocesses them: PaddleSlim's preprocess insertion
+    links their gradient variables, and without them the first training step fails
+    (``Tensor holds no memory``). Returns their names."""
+    names = []
+    for var in program.global_block().vars.values():
+        if var.is_data:
+            var.stop_gradient = False
+            names.append(var.name)
+    return names
+
+
+def check_input_gradients(program) -> None:
+    """Raises a ValueError naming the data inputs that need :func:`allow_input_gradients`."""
+    frozen = [v.name for v in program.global_block().vars.values() if v.is_data and v.stop_gradient]
+    if frozen:
+        raise ValueError(
+            f"data inputs {frozen} have stop_gradient=True, so PACT on them would fail in training: "
+            "call paddle_kure.quant.static.allow_input_gradients(program) before minimize"
+        )

@@ -1,0 +1,106 @@
+"""The YAML config loader: PaddleSlim section names, validation, errors naming key and file."""
+import os
+import shutil
+
+import pytest
+import yaml
+
+from paddle_kure.config import ConfigError, RunConfig, config_from_dict, default_config_path, load_config
+from paddle_kure.quant import QuantAwareConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(tmp_path, data, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def test_default_config_matches_its_yaml_and_the_top_level_copy():
+    path = default_config_path()
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    config = load_config(path)
+    assert config.TrainConfig.epochs == raw["TrainConfig"]["epochs"]
+    assert config.Global.train_size == raw["Global"]["train_size"]
+    assert config.Kurtosis.exclude == tuple(raw["Kurtosis"]["exclude"])
+    assert config.precisions() == list(zip(raw["QuantAware"]["weight_bits"], raw["QuantAware"]["activation_bits"]))
+    assert config.precisions() == [(8, 8), (4, 4)]
+    assert config.methods() == ["ptq", "qat", "qat_kure", "qat_kure_pact"]
+    with open(os.path.join(ROOT, "configs", "default.yaml")) as f, open(path) as g:
+        assert f.read() == g.read()
+
+
+def test_quant_config_per_precision_uses_paddleslim_keys():
+    config = load_config(default_config_path())
+    q = config.quant_config(4, 4, use_pact=True)
+    assert isinstance(q, QuantAwareConfig)
+    assert (q.weight_bits, q.activation_bits, q.use_pact) == (4, 4, True)
+    assert q.weight_quantize_type == "channel_wise_abs_max"
+    assert q.quantize_op_types == ("conv2d", "mul", "matmul", "matmul_v2")
+
+
+def test_empty_file_gives_defaults_and_round_trips(tmp_path):
+    config = load_config(write(tmp_path, ""))
+    assert config == RunConfig(source=config.source)
+    again = config_from_dict(load_config(default_config_path()).to_dict(), source="x")
+    assert again.to_dict() == load_config(default_config_path()).to_dict()
+
+
+def test_without_pact_the_pact_arm_is_dropped(tmp_path):
+    config = load_config(write(tmp_path, {"QuantAware": {"use_pact": False, "weight_bits": 8}}))
+    assert config.methods() == ["ptq", "qat", "qat_kure"]
+    assert config.precisions() == [(8, 8)]
+
+
+@pytest.mark.parametrize("data, words", [
+    ({"Gloabl": {}}, ["unknown section", "Gloabl", "Global"]),
+    ({"TrainConfig": {"epoch": 2}}, ["TrainConfig", "epoch", "allowed keys"]),
+    ({"TrainConfig": {"epochs": "two"}}, ["TrainConfig.epochs", "integer", "'two'"]),
+    ({"TrainConfig": {"epochs": 0}}, ["TrainConfig.epochs", ">= 1"]),
+    ({"TrainConfig": {"optimizer": "adamw"}}, ["TrainConfig.optimizer", "adam", "momentum", "sgd"]),
+    ({"TrainConfig": {"learning_rate": -1e-3}}, ["TrainConfig.learning_rate", "> 0"]),
+    ({"Global": {"train_size": 58000, "val_size": 5000}}, ["Global.train_size", "60000"]),
+    ({"Global": {"download": "yes"}}, ["Global.download", "true or false"]),
+    ({"QuantAware": {"weight_bits": 3}}, ["QuantAware", "weight_bits", "[4, 8]"]),
+    ({"QuantAware": {"weight_bits": [8, 4], "activation_bits": [8]}}, ["QuantAware", "same number"]),
+    ({"QuantAware": {"weight_quantize_type": "minmax"}}, ["QuantAware", "weight_quantize_type", "abs_max"]),
+    ({"QuantAware": {"quantize_bits": 8}}, ["QuantAware", "quantize_bits", "unknown"]),
+    ({"QuantPost": {"algo": "kl"}}, ["QuantPost.algo", "'KL'"]),
+    ({"Kurtosis": {"target": 0.5}}, ["Kurtosis.target", "> 1.0"]),
+    ({"Kurtosis": {"exclude": "conv1.*"}}, ["Kurtosis.exclude", "list of strings"]),
+    ({"Kurtosis": {"on_weights": False, "on_activations": False}}, ["Kurtosis", "on_weights", "on_activations"]),
+    ({"Kurtosis": [1, 2]}, ["Kurtosis", "mapping"]),
+    ({"Prune": {"schedule": {"type": "exp"}}}, ["Prune", "schedule", "type", "log"]),
+    ({"Prune": {"granularity": "global"}}, ["Prune", "schedule"]),
+])
+def test_bad_values_name_the_key_and_the_file(tmp_path, data, words):
+    path = write(tmp_path, data, "bad_config.yaml")
+    with pytest.raises((ValueError, TypeError)) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "bad_config.yaml" in message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_prune_section_builds_the_prune_config(tmp_path):
+    from paddle_kure.prune import PruneConfig
+
+    prune = {"schedule": {"type": "log", "sparsity_upper_bound": 0.5, "interval_pass": 1, "end_pass": 2},
+             "exclude": ["conv1.*"]}
+    config = load_config(write(tmp_path, {"Prune": prune}))
+    assert isinstance(config.Prune, PruneConfig)
+    assert config.Prune.exclude == ("conv1.*",)
+    assert config.Prune.schedule.sparsity_upper_bound == 0.5
+    assert config_from_dict(config.to_dict()).Prune == config.Prune
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="broken.yaml.*not valid YAML"):
+        load_config(write(tmp_path, "Global: {seed: [1,", "broken.yaml"))
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        load_config(str(tmp_path / "nowhere.yaml"))
+    with pytest.raises(ConfigError, match="list.yaml.*mapping of sections"):
+        load_config(write(tmp_path, "- 1\n- 2\n", "list.yaml"))
