@@ -5,7 +5,9 @@ scale per tensor (or per output channel), deliberately perturbed: multiplied by
 a fixed ratio, or by random N(1, std) noise. The KURE paper claims that a
 KURE-trained model keeps its accuracy when the step is off; seed 000 asked
 whether the abs-max scale is a good choice at all. :func:`sweep` answers both
-for any model and evaluation function.
+for any model and evaluation function, and :func:`weight_scales` chooses scales
+by abs-max, by least squared error (``'mse'``) or by best accuracy on a
+calibration set (``'accuracy'``).
 
 Quantization here is symmetric and uniform: with ``qmax = 2**(bits-1) - 1`` and
 a clipping threshold ``s`` (the "scale", PaddleSlim's abs-max convention),
@@ -28,12 +30,16 @@ __all__ = [
     "channel_axis",
     "abs_max_scale",
     "mse_scale",
+    "weight_scales",
     "quantized_weights",
     "weight_parameters",
+    "scale_ratio",
     "sweep",
 ]
 
-SCALE_METHODS = ("abs_max", "mse")
+SCALE_METHODS = ("abs_max", "mse", "accuracy")
+# fractions of abs-max that the 'accuracy' method tries for each tensor
+ACCURACY_FRACTIONS = tuple(np.round(np.linspace(0.5, 1.0, 11), 3))
 
 
 def quantize_array(w: np.ndarray, bits: int, scale, axis=None) -> np.ndarray:
@@ -90,6 +96,70 @@ def weight_parameters(model: paddle.nn.Layer, layer_types=(paddle.nn.Linear, pad
     ]
 
 
+def _check_method(scale_method):
+    if scale_method not in SCALE_METHODS:
+        raise ValueError(f"scale_method must be one of {SCALE_METHODS}, got {scale_method!r}")
+
+
+def weight_scales(
+    model: paddle.nn.Layer,
+    bits: int,
+    per_channel: bool = False,
+    scale_method: str = "abs_max",
+    calibrate: Callable[[paddle.nn.Layer], float] | None = None,
+    fractions: Sequence[float] = ACCURACY_FRACTIONS,
+    layer_types=(paddle.nn.Linear, paddle.nn.Conv2D),
+) -> dict:
+    """The unperturbed clipping threshold(s) of every chosen weight, by weight name
+    (as :func:`weight_parameters` names them): a scalar per tensor, or an array per
+    output channel.
+
+    Args:
+        scale_method (str): 'abs_max'; 'mse' (:func:`mse_scale`); or 'accuracy':
+            a greedy search, one tensor at a time in layer order, of the fraction of
+            its abs-max scale (one fraction per tensor, also per channel) from
+            ``fractions`` that maximizes ``calibrate(model)`` while every weight is
+            quantized (the tensors already visited at their chosen fraction, the
+            others at abs-max). Ties keep the larger fraction.
+        calibrate (callable): ``calibrate(model) -> accuracy`` on a calibration
+            split (never the test data); needed by 'accuracy' only.
+        fractions (sequence of float): the fractions 'accuracy' tries, in (0, 1.5].
+
+    Examples:
+        .. code-block:: python
+
+            >>> import paddle
+            >>> from paddle_kure.robustness import weight_scales
+            >>> model = paddle.nn.Sequential(paddle.nn.Linear(8, 4))
+            >>> scales = weight_scales(model, bits=4, per_channel=True, scale_method="mse")
+            >>> print(list(scales), scales["0.weight"].shape)
+            ['0.weight'] (4,)
+    """
+    _check_method(scale_method)
+    weights = weight_parameters(model, layer_types)
+    axes = {name: channel_axis(layer) if per_channel else None for name, layer, _ in weights}
+    if scale_method == "mse":
+        return {name: mse_scale(w.numpy(), bits, axes[name]) for name, _, w in weights}
+    scales = {name: abs_max_scale(w.numpy(), axes[name]) for name, _, w in weights}
+    if scale_method == "abs_max":
+        return scales
+    if calibrate is None:
+        raise ValueError("scale_method 'accuracy' needs calibrate=fn(model) -> accuracy on a calibration split")
+    fractions = sorted({float(f) for f in fractions}, reverse=True)
+    if not fractions or any(not (0 < f <= 1.5) for f in fractions):
+        raise ValueError(f"fractions must be a non-empty list of values in (0, 1.5], got {list(fractions)}")
+    chosen = dict(scales)
+    for name, _, _ in weights:
+        best_accuracy = -math.inf
+        for fraction in fractions:
+            trial = dict(chosen, **{name: scales[name] * fraction})
+            with quantized_weights(model, bits, per_channel, scales=trial, layer_types=layer_types):
+                accuracy = float(calibrate(model))
+            if accuracy > best_accuracy:
+                best_accuracy, chosen[name] = accuracy, trial[name]
+    return chosen
+
+
 @contextlib.contextmanager
 def quantized_weights(
     model: paddle.nn.Layer,
@@ -100,57 +170,92 @@ def quantized_weights(
     noise_std: float = 0.0,
     seed: int = 0,
     layer_types=(paddle.nn.Linear, paddle.nn.Conv2D),
+    scales: dict | None = None,
 ):
     """Within the block, every chosen weight holds its quantized value, with its
     scale(s) multiplied by ``factor`` and by independent N(1, noise_std) draws;
-    the original weights come back on exit, also after an error."""
-    if scale_method not in SCALE_METHODS:
-        raise ValueError(f"scale_method must be one of {SCALE_METHODS}, got {scale_method!r}")
+    the original weights come back on exit, also after an error.
+
+    The scales are ``scales`` (by weight name, as :func:`weight_scales` returns
+    them for the same ``per_channel``) when given, else :func:`weight_scales` with
+    ``scale_method`` ('abs_max' or 'mse'; 'accuracy' needs precomputed ``scales``).
+    """
+    _check_method(scale_method)
+    weights = weight_parameters(model, layer_types)
+    if scales is None:
+        scales = weight_scales(model, bits, per_channel, scale_method, layer_types=layer_types)
+    missing = [name for name, _, _ in weights if name not in scales]
+    if missing:
+        raise ValueError(f"scales has no entry for the weights {missing}")
     rng = np.random.default_rng(seed)
     originals = []
     try:
-        for _name, layer, weight in weight_parameters(model, layer_types):
+        for name, layer, weight in weights:
             w = weight.numpy()
             originals.append((weight, w))
-            axis = channel_axis(layer) if per_channel else None
-            scale = abs_max_scale(w, axis) if scale_method == "abs_max" else mse_scale(w, bits, axis)
-            scale = scale * factor
+            scale = np.asarray(scales[name]) * factor
             if noise_std:
                 scale = scale * rng.normal(1.0, noise_std, size=np.shape(scale))
-            weight.set_value(quantize_array(w, bits, scale, axis))
+            weight.set_value(quantize_array(w, bits, scale, channel_axis(layer) if per_channel else None))
         yield model
     finally:
         for weight, w in originals:
             weight.set_value(w)
 
 
+def scale_ratio(model: paddle.nn.Layer, scales: dict, per_channel: bool = False,
+                layer_types=(paddle.nn.Linear, paddle.nn.Conv2D)) -> float:
+    """Median, over all tensors (or all channels of all tensors), of ``scales``
+    divided by the abs-max scale: where a scale choice falls on the ratio axis."""
+    ratios = []
+    for name, layer, weight in weight_parameters(model, layer_types):
+        base = abs_max_scale(weight.numpy(), channel_axis(layer) if per_channel else None)
+        ratios.append(np.ravel(np.asarray(scales[name]) / np.where(base > 0, base, 1.0)))
+    return float(np.median(np.concatenate(ratios)))
+
+
 @dataclass
 class SweepConfig:
-    """What :func:`sweep` varies. Validates itself."""
+    """What :func:`sweep` varies. Validates itself.
+
+    Attributes:
+        bits: weight bit widths, each in [2, 16].
+        per_channel: granularities: False per tensor, True per output channel.
+        factors: fixed ratios multiplying every scale (> 0).
+        noise_stds: std of the N(1, std) factors drawn per scale (>= 0).
+        seeds: noise draws per std.
+        scale_methods: unperturbed scales swept with ``factors``, from
+            :data:`SCALE_METHODS` ('accuracy' needs :func:`sweep`'s ``calibrate``).
+            Noise always perturbs the abs-max scale (seed 000's setting).
+    """
 
     bits: Sequence[int] = (8, 4, 3)
     per_channel: Sequence[bool] = (False, True)
     factors: Sequence[float] = tuple(np.round(np.linspace(0.7, 1.3, 13), 3))
     noise_stds: Sequence[float] = (0.01, 0.05, 0.1)
     seeds: int = 3
-    scale_methods: Sequence[str] = SCALE_METHODS
+    scale_methods: Sequence[str] = ("abs_max", "mse")
 
     def __post_init__(self):
-        if not self.bits or any(not isinstance(b, int) or b < 2 or b > 16 for b in self.bits):
+        if not self.bits or any(isinstance(b, bool) or not isinstance(b, int) or b < 2 or b > 16 for b in self.bits):
             raise ValueError(f"bits must be integers in [2, 16], got {list(self.bits)}")
+        if not self.per_channel or any(not isinstance(p, bool) for p in self.per_channel):
+            raise ValueError(f"per_channel must be a non-empty list of booleans, got {list(self.per_channel)}")
         if any(not (f > 0 and math.isfinite(f)) for f in self.factors):
             raise ValueError(f"factors must be positive, got {list(self.factors)}")
         if any(not (s >= 0 and math.isfinite(s)) for s in self.noise_stds):
             raise ValueError(f"noise_stds must be >= 0, got {list(self.noise_stds)}")
-        if not isinstance(self.seeds, int) or self.seeds < 1:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
         unknown = [m for m in self.scale_methods if m not in SCALE_METHODS]
-        if unknown:
-            raise ValueError(f"scale_methods {unknown} unknown; allowed: {SCALE_METHODS}")
+        if unknown or not self.scale_methods:
+            raise ValueError(f"scale_methods {list(self.scale_methods)}: need one or more of {SCALE_METHODS}")
 
 
 @dataclass
 class SweepRecord:
+    """One evaluated setting of :func:`sweep`."""
+
     bits: int
     per_channel: bool
     scale_method: str
@@ -158,6 +263,7 @@ class SweepRecord:
     value: float  # the ratio, or the noise std
     seed: int
     accuracy: float
+    scale_ratio: float  # :func:`scale_ratio` of the unperturbed scale_method scales
 
 
 def sweep(
@@ -165,11 +271,15 @@ def sweep(
     evaluate: Callable[[paddle.nn.Layer], float],
     config: SweepConfig = SweepConfig(),
     progress: Callable[[Iterable], Iterable] = lambda it: it,
+    calibrate: Callable[[paddle.nn.Layer], float] | None = None,
 ) -> list[SweepRecord]:
     """Accuracy of ``model`` (via ``evaluate(model) -> float``) with its weights
     quantized under each setting of ``config``: the fixed ratios (one run each,
     deterministic) for every scale method, and N(1, std) noise on the abs-max
-    scale over ``config.seeds`` seeds."""
+    scale over ``config.seeds`` seeds. ``calibrate(model) -> float`` (on data
+    other than ``evaluate``'s) drives the 'accuracy' scale method."""
+    if "accuracy" in config.scale_methods and calibrate is None:
+        raise ValueError("sweep: scale_methods includes 'accuracy', which needs calibrate=fn(model) -> accuracy")
     model.eval()
     plan = []
     for bits in config.bits:
@@ -181,10 +291,14 @@ def sweep(
                 for std in config.noise_stds
                 for seed in range(config.seeds)
             ]
-    records = []
+    scales, records = {}, []
     for bits, per_channel, method, kind, value, seed in progress(plan):
+        key = (bits, per_channel, method)
+        if key not in scales:
+            chosen = weight_scales(model, bits, per_channel, method, calibrate=calibrate)
+            scales[key] = chosen, scale_ratio(model, chosen, per_channel)
         kwargs = {"factor": value} if kind == "ratio" else {"noise_std": value, "seed": seed}
-        with quantized_weights(model, bits, per_channel, method, **kwargs):
+        with quantized_weights(model, bits, per_channel, scales=scales[key][0], **kwargs):
             accuracy = float(evaluate(model))
-        records.append(SweepRecord(bits, per_channel, method, kind, float(value), seed, accuracy))
+        records.append(SweepRecord(bits, per_channel, method, kind, float(value), seed, accuracy, scales[key][1]))
     return records

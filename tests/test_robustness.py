@@ -4,12 +4,15 @@ import paddle
 import pytest
 
 from paddle_kure.robustness import (
+    SCALE_METHODS,
     SweepConfig,
     abs_max_scale,
     mse_scale,
     quantize_array,
     quantized_weights,
+    scale_ratio,
     sweep,
+    weight_scales,
 )
 
 
@@ -94,8 +97,84 @@ def test_sweep_records_and_accuracy_behaviour():
 @pytest.mark.parametrize(
     "kwargs, text",
     [({"bits": [1]}, "bits"), ({"factors": [0.0]}, "factors"), ({"noise_stds": [-1]}, "noise_stds"),
-     ({"seeds": 0}, "seeds"), ({"scale_methods": ["percentile"]}, "abs_max")],
+     ({"seeds": 0}, "seeds"), ({"scale_methods": ["percentile"]}, "abs_max"),
+     ({"per_channel": []}, "per_channel")],
 )
 def test_sweep_config_validation(kwargs, text):
     with pytest.raises(ValueError, match=text):
         SweepConfig(**kwargs)
+
+
+def _heavy_tailed_model():
+    """Two Linear layers with Laplace weights: abs-max wastes 3-bit levels on the tails."""
+    paddle.seed(0)
+    model = paddle.nn.Sequential(paddle.nn.Linear(16, 64), paddle.nn.ReLU(), paddle.nn.Linear(64, 4))
+    rng = np.random.default_rng(3)
+    for layer in (model[0], model[2]):
+        layer.weight.set_value(rng.laplace(size=layer.weight.shape).astype("float32"))
+    return model
+
+
+def test_weight_scales_methods_and_ratio():
+    model = _heavy_tailed_model()
+    for per_channel in (False, True):
+        abs_max = weight_scales(model, 3, per_channel, "abs_max")
+        mse = weight_scales(model, 3, per_channel, "mse")
+        w = model[0].weight.numpy()
+        axis = 1 if per_channel else None  # Linear: output channels on axis 1
+        np.testing.assert_array_equal(abs_max["0.weight"], abs_max_scale(w, axis))
+        np.testing.assert_array_equal(mse["0.weight"], mse_scale(w, 3, axis))
+        assert scale_ratio(model, abs_max, per_channel) == 1.0
+        assert scale_ratio(model, mse, per_channel) < 0.9
+    with quantized_weights(model, 3, scale_method="mse"):
+        a = model[0].weight.numpy()
+    with quantized_weights(model, 3, scales=weight_scales(model, 3, False, "mse")):
+        np.testing.assert_array_equal(model[0].weight.numpy(), a)
+
+
+def test_accuracy_scale_search_never_loses_on_calibration():
+    model = _heavy_tailed_model()
+    x = paddle.to_tensor(np.random.default_rng(4).normal(size=(512, 16)).astype("float32"))
+    reference = model(x).argmax(-1).numpy()
+    calls = []
+
+    def agreement(m):
+        calls.append(1)
+        return float((m(x).argmax(-1).numpy() == reference).mean())
+
+    fractions = [0.25, 0.5, 0.75, 1.0]
+    chosen = weight_scales(model, 3, False, "accuracy", calibrate=agreement, fractions=fractions)
+    assert len(calls) == 2 * len(fractions)  # one pass over the two weights
+    abs_max = weight_scales(model, 3, False, "abs_max")
+    for name in chosen:
+        assert float(chosen[name] / abs_max[name]) in fractions
+    with quantized_weights(model, 3, scales=abs_max):
+        base = agreement(model)
+    with quantized_weights(model, 3, scales=chosen):
+        searched = agreement(model)
+    assert searched > base  # the outliers make abs-max a poor 3-bit step
+    assert scale_ratio(model, chosen) < 1.0
+
+
+def test_accuracy_scale_errors():
+    model = _model()
+    with pytest.raises(ValueError, match="calibrate"):
+        weight_scales(model, 4, scale_method="accuracy")
+    with pytest.raises(ValueError, match="fractions"):
+        weight_scales(model, 4, scale_method="accuracy", calibrate=lambda m: 1.0, fractions=[0.0, 1.0])
+    with pytest.raises(ValueError, match="calibrate"):
+        sweep(model, lambda m: 1.0, SweepConfig(scale_methods=["accuracy"]))
+    with pytest.raises(ValueError, match="no entry"):
+        with quantized_weights(model, 4, scales={"0.weight": 1.0}):
+            pass
+
+
+def test_sweep_with_accuracy_method_records_scale_ratio():
+    model = _heavy_tailed_model()
+    x = paddle.to_tensor(np.random.default_rng(5).normal(size=(128, 16)).astype("float32"))
+    reference = model(x).argmax(-1).numpy()
+    agreement = lambda m: float((m(x).argmax(-1).numpy() == reference).mean())
+    config = SweepConfig(bits=[3], per_channel=[False], factors=[1.0], noise_stds=[], scale_methods=SCALE_METHODS)
+    records = sweep(model, agreement, config, calibrate=agreement)
+    ratios = {r.scale_method: r.scale_ratio for r in records}
+    assert ratios["abs_max"] == 1.0 and ratios["mse"] < 1.0 and ratios["accuracy"] <= 1.0
