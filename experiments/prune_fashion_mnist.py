@@ -26,70 +26,23 @@ import time
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 
 from paddle_kure.prune import CubicSchedule, LogSchedule, MagnitudePruner
 
+from paddle_kure.data import load_fashion_mnist
+from paddle_kure.models import SmallCNN
+from paddle_kure.train import evaluate, fit
+
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
-# Fashion-MNIST training-set pixel mean and std (of x / 255)
-MEAN, STD = 0.2860, 0.3530
+# The experiment's CNN: half the channels of run's default, so that 90% sparsity is hard.
+MODEL = dict(channels=(8, 16), hidden=64)
 
 
-class SmallCNN(paddle.nn.Layer):
-    """Two 3x3 convolutions with max pooling, then two fully connected layers."""
-
-    def __init__(self, width: int = 8, hidden: int = 64) -> None:
-        super().__init__()
-        self.conv1 = paddle.nn.Conv2D(1, width, 3, padding=1)
-        self.conv2 = paddle.nn.Conv2D(width, 2 * width, 3, padding=1)
-        self.fc1 = paddle.nn.Linear(2 * width * 7 * 7, hidden)
-        self.fc2 = paddle.nn.Linear(hidden, 10)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return self.fc2(F.relu(self.fc1(paddle.flatten(x, 1))))
-
-
-def load_split(data_dir: str, mode: str):
-    prefix = "train" if mode == "train" else "t10k"
-    dataset = paddle.vision.datasets.FashionMNIST(
-        image_path=os.path.join(data_dir, f"{prefix}-images-idx3-ubyte.gz"),
-        label_path=os.path.join(data_dir, f"{prefix}-labels-idx1-ubyte.gz"),
-        mode=mode, download=False)
-    images = (np.asarray(dataset.images, dtype="float32").reshape(-1, 1, 28, 28) / 255.0 - MEAN) / STD
-    return images, np.asarray(dataset.labels, dtype="int64").ravel()
-
-
-def train(model, opt, images, labels, epochs, batch_size, rng, pruner=None):
-    """Epochs over shuffled mini-batches; the pruner acts after every optimizer step and epoch."""
-    model.train()
-    for _ in range(epochs):
-        order = rng.permutation(len(images))
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            loss = F.cross_entropy(model(paddle.to_tensor(images[batch])), paddle.to_tensor(labels[batch]))
-            loss.backward()
-            opt.step()
-            opt.clear_grad()
-            if pruner is not None:
-                pruner.step()
-        if pruner is not None:
-            pruner.end_epoch()
-
-
-@paddle.no_grad()
-def accuracy(predict, images, labels, batch_size=1000) -> float:
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        logits = predict(images[start:start + batch_size])
-        correct += int((np.asarray(logits).argmax(axis=1) == labels[start:start + batch_size]).sum())
-    return correct / len(images)
-
-
-def dygraph_predictor(model):
-    model.eval()
-    return lambda batch: model(paddle.to_tensor(batch)).numpy()
+def train(model, opt, images, labels, epochs, batch_size, seed, pruner=None):
+    """``paddle_kure.train.fit``; the pruner acts after every optimizer step and epoch."""
+    fit(model, opt, images, labels, epochs, batch_size, seed=seed,
+        step_callbacks=[lambda _: pruner.step()] if pruner else (),
+        epoch_callbacks=[lambda _: pruner.end_epoch()] if pruner else (), progress=False)
 
 
 def make_schedule(kind: str, sparsity: float, epochs: int, iterations_per_epoch: int, updates_per_epoch: int):
@@ -106,26 +59,26 @@ def qat_experiment(granularity, model, pruner, train_data, test_data, args) -> d
     """QAT W8A8 for ``args.qat_epochs`` more epochs on a pruned model, masks kept, exported and run by
     ``paddle.inference``; and, as the control, the same extra epochs in FP32 (restored from the pruner's
     state), so that the QAT figure is not credited with the extra training."""
-    control = SmallCNN()
+    control = SmallCNN(**MODEL)
     control.set_state_dict(model.state_dict())
     control_pruner = MagnitudePruner(control, pruner.schedule, granularity=granularity)
     control_pruner.set_state_dict(pruner.state_dict())
     opt = paddle.optimizer.Adam(args.lr / 5, parameters=control.parameters())
-    train(control, opt, *train_data, args.qat_epochs, args.batch_size, np.random.default_rng(args.seed + 2),
+    train(control, opt, *train_data, args.qat_epochs, args.batch_size, args.seed + 2,
           control_pruner)
-    result = {"granularity": granularity, "fp32_same_epochs": accuracy(dygraph_predictor(control), *test_data)}
+    result = {"granularity": granularity, "fp32_same_epochs": evaluate(control, *test_data)}
     from paddle_kure.quant import InferenceModel, QuantAwareConfig, export_quantized, prepare_qat
 
     config = QuantAwareConfig(weight_bits=8, activation_bits=8)
     result["quantizers"] = f"{config.weight_quantize_type} weights, {config.activation_quantize_type} activations"
     model = prepare_qat(model, config)  # the pruner keeps working: QAT wraps layers, not parameters
     opt = paddle.optimizer.Adam(args.lr / 5, parameters=model.parameters())
-    train(model, opt, *train_data, args.qat_epochs, args.batch_size, np.random.default_rng(args.seed + 2), pruner)
-    result.update(accuracy=accuracy(dygraph_predictor(model), *test_data), sparsity=pruner.sparsity())
+    train(model, opt, *train_data, args.qat_epochs, args.batch_size, args.seed + 2, pruner)
+    result.update(accuracy=evaluate(model, *test_data), sparsity=pruner.sparsity())
     with tempfile.TemporaryDirectory() as export_dir:
         path = os.path.join(export_dir, "qat_w8a8_pruned75")
         export_quantized(model, path, [paddle.static.InputSpec([None, 1, 28, 28], "float32")], config)
-        result["exported_accuracy"] = accuracy(InferenceModel(path).predict, *test_data)
+        result["exported_accuracy"] = float((InferenceModel(path).predict(test_data[0], batch_size=1000).argmax(-1) == test_data[1]).mean())
     print(f"{granularity} cubic 75% + QAT W8A8: {result['accuracy']:.4f}, exported "
           f"{result['exported_accuracy']:.4f}; FP32 control {result['fp32_same_epochs']:.4f}", flush=True)
     return result
@@ -155,49 +108,50 @@ def main(argv=None) -> int:
     paddle.set_device("cpu")
     os.makedirs(args.out, exist_ok=True)
     started = time.time()
-    train_images = load_split(args.data_dir, "train")
-    test_data = load_split(args.data_dir, "test")
-    results, train_data, kept_for_qat = sweep(args.seed, args.sparsities, train_images, test_data, args)
+    def training_data(seed):
+        """A random subset of ``--train-size`` training images drawn with ``seed``; and the test split."""
+        splits = load_fashion_mnist(args.data_dir, val_size=0, train_size=args.train_size, seed=seed)
+        return (splits.train_images, splits.train_labels), (splits.test_images, splits.test_labels)
+
+    train_data, test_data = training_data(args.seed)
+    results, kept_for_qat = sweep(args.seed, args.sparsities, train_data, test_data, args)
     if args.qat_epochs and kept_for_qat is not None:
         results["qat"] = qat_experiment(*kept_for_qat, train_data, test_data, args)
-    results["repeats"] = [sweep(seed, [0.75], train_images, test_data, args)[0] for seed in args.repeat_seeds]
+    results["repeats"] = [sweep(seed, [0.75], training_data(seed)[0], test_data, args)[0]
+                          for seed in args.repeat_seeds]
     results["total_seconds"] = time.time() - started
-    weights = {name: int(p.size) for name, p in SmallCNN().named_parameters() if len(p.shape) >= 2}
-    subset_size = min(args.train_size, len(train_images[0]))
-    results["setup"] = {"argv": sys.argv[1:], **vars(args), "iterations_per_epoch": -(-subset_size // args.batch_size),
+    weights = {name: int(p.size) for name, p in SmallCNN(**MODEL).named_parameters() if len(p.shape) >= 2}
+    results["setup"] = {"argv": sys.argv[1:], **vars(args), "iterations_per_epoch": len(train_data[1]) // args.batch_size,
                         "weights": dict(weights, total=sum(weights.values())),
                         "paddle": paddle.__version__, "python": platform.python_version()}
     write_results(results, args.out)
     return 0
 
 
-def sweep(seed, sparsities, train_images, test_data, args):
-    """One seed: the training subset, dense training, the dense reference and every pruned fine-tune.
+def sweep(seed, sparsities, train_data, test_data, args):
+    """One seed: dense training, the dense reference and every pruned fine-tune.
 
-    Returns the results, the training data, and the cubic 75% model and pruner of the last granularity.
+    Returns the results, and the cubic 75% model and pruner of the last granularity.
     """
-    images, labels = train_images
-    subset = np.random.default_rng(seed).permutation(len(images))[:args.train_size]
-    train_data = (images[subset], labels[subset])
-    iterations_per_epoch = -(-len(subset) // args.batch_size)
+    iterations_per_epoch = len(train_data[1]) // args.batch_size  # fit drops the last incomplete batch
 
     paddle.seed(seed)
-    model = SmallCNN()
+    model = SmallCNN(**MODEL)
     train(model, paddle.optimizer.Adam(args.lr, parameters=model.parameters()), *train_data,
-          args.dense_epochs, args.batch_size, np.random.default_rng(seed))
+          args.dense_epochs, args.batch_size, seed)
     dense_state = {k: v.clone() for k, v in model.state_dict().items()}
-    results = {"seed": seed, "dense_pretrained": accuracy(dygraph_predictor(model), *test_data)}
+    results = {"seed": seed, "dense_pretrained": evaluate(model, *test_data)}
     print(f"seed {seed}: dense after {args.dense_epochs} epochs: {results['dense_pretrained']:.4f}", flush=True)
 
     def fine_tune(schedule, granularity="parameter"):
         paddle.seed(seed + 1)
-        tuned = SmallCNN()
+        tuned = SmallCNN(**MODEL)
         tuned.set_state_dict(dense_state)
         pruner = None if schedule is None else MagnitudePruner(tuned, schedule, granularity=granularity)
         opt = paddle.optimizer.Adam(args.lr / 2, parameters=tuned.parameters())
         begin = time.time()
-        train(tuned, opt, *train_data, args.epochs, args.batch_size, np.random.default_rng(seed + 1), pruner)
-        return tuned, pruner, accuracy(dygraph_predictor(tuned), *test_data), time.time() - begin
+        train(tuned, opt, *train_data, args.epochs, args.batch_size, seed + 1, pruner)
+        return tuned, pruner, evaluate(tuned, *test_data), time.time() - begin
 
     _, _, results["dense_finetuned"], seconds = fine_tune(None)
     print(f"dense fine-tuned {args.epochs} epochs: {results['dense_finetuned']:.4f} ({seconds:.0f} s)", flush=True)
@@ -216,7 +170,7 @@ def sweep(seed, sparsities, train_images, test_data, args):
                     tables[granularity] = pruner.sparsity_table()
                     kept_for_qat = (granularity, tuned, pruner)
     results["runs"], results["tables_cubic_75"] = runs, tables
-    return results, train_data, kept_for_qat
+    return results, kept_for_qat
 
 
 def write_results(results: dict, out: str) -> None:
