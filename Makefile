@@ -34,8 +34,11 @@ test: venv data check-cuda
 demo: venv data
 	$(VENV)/bin/paddle-kure run
 
+# bench_inference times the models that `paddle-kure run` exports (runs/default).
 bench: venv data
 	$(PY) benchmarks/bench_kurtosis.py
+	test -f runs/default/export/qat_w8a8.pdmodel || $(VENV)/bin/paddle-kure run --no-progress
+	$(PY) benchmarks/bench_inference.py runs/default
 
 clean:
 	rm -rf build dist *.egg-info paddle_kure/*.so
