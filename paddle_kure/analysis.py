@@ -1,0 +1,530 @@
+"""Kurtosis of a model's weight tensors: outlier rules, a table, figures and a summary.
+
+Pretrained transformers hold a few weight tensors whose kurtosis is orders of
+magnitude above the others (seed 002: each block's FFN second FC in ERNIE); KURE
+applied to them swamps the loss. This module measures every tensor with the fused
+:func:`paddle_kure.kurtosis` (in float64), flags the outliers under two rules
+(:func:`outliers_mean_std`, seed 000's, and the robust :func:`outliers_log_mad`),
+and writes the report of ``paddle-kure analyze``.
+
+Example:
+    .. code-block:: python
+
+        >>> import paddle
+        >>> from paddle_kure.analysis import KurtosisReport
+        >>> model = paddle.nn.Sequential(paddle.nn.Linear(64, 32), paddle.nn.Linear(32, 8))
+        >>> report = KurtosisReport.from_arrays({n: p.numpy() for n, p in model.named_parameters()})
+        >>> print([row.name for row in report.rows])  # 2+ dimensional tensors by default
+        ['0.weight', '1.weight']
+        >>> paths = report.write("outputs/kurtosis_report")  # kurtosis.md, .csv, PNGs
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import math
+import os
+
+import numpy as np
+
+__all__ = [
+    "KurtosisReport",
+    "TensorKurtosis",
+    "load_named_arrays",
+    "outliers_log_mad",
+    "outliers_mean_std",
+    "tensor_kurtosis",
+]
+
+MINILM = "minilm"
+NORMAL_KURTOSIS, UNIFORM_KURTOSIS = 3.0, 1.8
+HISTOGRAMS_PER_PAGE = 20
+# MAD * 1.4826 estimates the standard deviation of normal data (1 / 0.6745, Iglewicz and Hoaglin).
+MAD_TO_STD = 1.4826
+INFERENCE_SUFFIXES = (".pdmodel", ".json", ".pdiparams")
+
+
+def _defined(values):
+    """1-D float array of ``values`` and the mask of those with a defined kurtosis
+    (finite and > 0: :func:`paddle_kure.kurtosis` gives 0 for a constant tensor)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"expected a 1-D sequence of kurtosis values, got shape {values.shape}")
+    return values, np.isfinite(values) & (values > 0)
+
+
+def outliers_mean_std(values, num_std=3.0):
+    """Seed 000's rule: flags the values outside ``mean +- num_std * std`` of all values.
+
+    Undefined values (NaN, Inf, or <= 0, the kurtosis of a constant tensor) take no
+    part in the mean and (population) standard deviation and are never flagged.
+    With ``n`` values no value can lie more than ``sqrt(n - 1)`` standard deviations
+    from the mean, so with ``n <= num_std**2 + 1`` (10 for 3 std) nothing is ever flagged;
+    and a few large outliers inflate the std enough to hide each other.
+
+    Args:
+        values (sequence of float): one kurtosis per tensor.
+        num_std (float, optional): half-width of the accepted band in standard
+            deviations, > 0. Default 3.0.
+
+    Returns:
+        numpy.ndarray: bool, True where the value is an outlier.
+
+    Examples:
+        .. code-block:: python
+
+            >>> from paddle_kure.analysis import outliers_mean_std
+            >>> values = [3.0, 3.2, 2.9, 3.1, 3.0, 3.3, 2.8, 3.1, 3.0, 3.2, 2.9, 500.0]
+            >>> outliers_mean_std(values).nonzero()[0].tolist()
+            [11]
+    """
+    if isinstance(num_std, bool) or not isinstance(num_std, (int, float)) or not num_std > 0:
+        raise ValueError(f"outliers_mean_std: num_std must be a number > 0, got {num_std!r}")
+    values, defined = _defined(values)
+    flags = np.zeros(values.shape, dtype=bool)
+    if defined.sum() < 2:
+        return flags
+    mean, std = values[defined].mean(), values[defined].std()
+    flags[defined] = np.abs(values[defined] - mean) > num_std * std
+    return flags
+
+
+def outliers_log_mad(values, k=3.5):
+    """Robust rule: flags the values with ``log10(v) > median + k * MAD`` of the log10 values.
+
+    ``MAD`` is the normalized median absolute deviation
+    ``1.4826 * median(|log10 v - median|)``, an estimate of the standard deviation
+    that outliers do not move, so ``k`` counts robust standard deviations and
+    ``k = 3.5`` is Iglewicz and Hoaglin's modified z-score cutoff. Median and MAD
+    ignore the outliers they look for, so several
+    extreme tensors do not hide each other, and the log makes the rule scale-free:
+    it asks "how many orders of magnitude above the typical tensor". Only high values
+    are flagged (a low kurtosis is what KURE aims at). Undefined values (NaN, Inf,
+    <= 0) take no part and are never flagged. When more than half of the values are
+    equal, the MAD is 0 and every value above the median is flagged.
+
+    Args:
+        values (sequence of float): one kurtosis per tensor.
+        k (float, optional): threshold in MADs above the median, > 0. Default 3.5.
+
+    Returns:
+        numpy.ndarray: bool, True where the value is an outlier.
+
+    Examples:
+        .. code-block:: python
+
+            >>> from paddle_kure.analysis import outliers_log_mad
+            >>> outliers_log_mad([3.0, 3.5, 2.9, 4.0, 3.2, 150.0, 900.0]).nonzero()[0].tolist()
+            [5, 6]
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
+        raise ValueError(f"outliers_log_mad: k must be a number > 0, got {k!r}")
+    values, defined = _defined(values)
+    flags = np.zeros(values.shape, dtype=bool)
+    if defined.sum() < 2:
+        return flags
+    logs = np.log10(values[defined])
+    median = np.median(logs)
+    flags[defined] = logs > median + k * MAD_TO_STD * np.median(np.abs(logs - median))
+    return flags
+
+
+def _log_mad_threshold(values, k):
+    """The kurtosis above which :func:`outliers_log_mad` flags (None if undefined)."""
+    values, defined = _defined(values)
+    if defined.sum() < 2:
+        return None
+    logs = np.log10(values[defined])
+    median = np.median(logs)
+    return 10 ** (median + k * MAD_TO_STD * np.median(np.abs(logs - median)))
+
+
+def tensor_kurtosis(array):
+    """Kurtosis ``m4 / m2^2`` of all elements of a numpy array (any numeric dtype),
+    computed in float64 by :func:`paddle_kure.kurtosis`; 0 for a constant tensor."""
+    import paddle
+
+    from paddle_kure import kurtosis
+
+    array = np.asarray(array)
+    if array.size == 0:
+        raise ValueError("tensor_kurtosis: empty tensor")
+    with paddle.no_grad():
+        return float(kurtosis(paddle.to_tensor(np.ascontiguousarray(array, dtype=np.float64))))
+
+
+@dataclasses.dataclass
+class TensorKurtosis:
+    """One row of a :class:`KurtosisReport`.
+
+    ``layer`` is the name up to its last dot (``encoder.layer.0.output.dense`` for
+    ``encoder.layer.0.output.dense.weight``); ``times_median`` is ``kurtosis`` over the
+    median kurtosis of the report's tensors.
+    """
+
+    name: str
+    shape: tuple
+    size: int
+    layer: str
+    kurtosis: float
+    times_median: float = math.nan
+    outlier_mean_std: bool = False
+    outlier_log_mad: bool = False
+
+    @property
+    def log10_kurtosis(self):
+        return math.log10(self.kurtosis) if self.kurtosis > 0 and math.isfinite(self.kurtosis) else math.nan
+
+
+CSV_COLUMNS = ("name", "layer", "shape", "size", "kurtosis", "log10_kurtosis", "times_median",
+               "outlier_mean_std", "outlier_log_mad")
+
+
+class KurtosisReport:
+    """Kurtosis of a model's weight tensors, with both outlier flags.
+
+    Build it with :meth:`from_arrays` (a name -> array mapping, e.g. a state dict) or
+    :meth:`from_model` (a ``.pdparams`` file, an inference model, ``"minilm"`` or a
+    ``paddle.nn.Layer``); :meth:`write` puts the table, figures and summary in a folder.
+
+    Args:
+        rows (list[TensorKurtosis]): the tensors, in model order.
+        source (str): what was analyzed, for titles.
+        num_std (float): the mean +- std rule's width (:func:`outliers_mean_std`).
+        mad_k (float): the log-MAD rule's threshold (:func:`outliers_log_mad`).
+        arrays (dict, optional): name -> numpy array of the rows' tensors, for the
+            histograms of :meth:`write`.
+    """
+
+    def __init__(self, rows, source="model", num_std=3.0, mad_k=3.5, arrays=None):
+        if not rows:
+            raise ValueError(f"KurtosisReport: {source} has no tensor to analyze")
+        self.rows, self.source, self.num_std, self.mad_k = list(rows), source, num_std, mad_k
+        self.arrays = arrays
+        values = self.values()
+        median = np.median(values[np.isfinite(values) & (values > 0)]) if (values > 0).any() else math.nan
+        for row, by_std, by_mad in zip(self.rows, outliers_mean_std(values, num_std),
+                                       outliers_log_mad(values, mad_k)):
+            row.times_median = row.kurtosis / median if median > 0 else math.nan
+            row.outlier_mean_std, row.outlier_log_mad = bool(by_std), bool(by_mad)
+
+    @classmethod
+    def from_arrays(cls, named_arrays, all_tensors=False, source="model", num_std=3.0, mad_k=3.5):
+        """Report on ``named_arrays`` ({name: numpy array or paddle Tensor}, in model order):
+        tensors with 2+ dimensions, or every non-empty tensor with ``all_tensors``."""
+        rows, arrays = [], {}
+        for name, array in named_arrays.items():
+            array = array.numpy() if hasattr(array, "numpy") else np.asarray(array)
+            if array.size == 0 or (array.ndim < 2 and not all_tensors):
+                continue
+            arrays[name] = array
+            layer = name.rsplit(".", 1)[0] if "." in name else name
+            rows.append(TensorKurtosis(name, tuple(array.shape), int(array.size), layer, tensor_kurtosis(array)))
+        return cls(rows, source=source, num_std=num_std, mad_k=mad_k, arrays=arrays)
+
+    @classmethod
+    def from_model(cls, model, all_tensors=False, num_std=3.0, mad_k=3.5):
+        """Report on ``model``: a ``paddle.nn.Layer`` (its ``named_parameters()``) or
+        anything :func:`load_named_arrays` reads."""
+        import paddle
+
+        if isinstance(model, paddle.nn.Layer):
+            arrays, source = {n: p.numpy() for n, p in model.named_parameters()}, type(model).__name__
+        else:
+            arrays, source = load_named_arrays(model)
+        return cls.from_arrays(arrays, all_tensors=all_tensors, source=source, num_std=num_std, mad_k=mad_k)
+
+    def values(self):
+        """Kurtosis per row as a float64 array."""
+        return np.array([row.kurtosis for row in self.rows], dtype=np.float64)
+
+    # ---------------------------------------------------------------- text
+    def summary(self):
+        """One paragraph: typical kurtosis, what each rule flags, by how much it stands out,
+        and how much of a naive KURE loss the flagged tensors would make."""
+        values = self.values()
+        defined = np.isfinite(values) & (values > 0)
+        n, params = len(self.rows), sum(row.size for row in self.rows)
+        if not defined.any():
+            return f"{self.source}: {n} tensors, none with a defined kurtosis (all constant or non-finite)."
+        median = np.median(values[defined])
+        q1, q3 = np.percentile(values[defined], [25, 75])
+        mean, std = values[defined].mean(), values[defined].std()
+        text = [f"{self.source}: {n} weight tensors ({params:,} values); kurtosis median {median:.3g} "
+                f"(quartiles {q1:.3g}-{q3:.3g}; normal 3, uniform 1.8), max {values[defined].max():.4g}."]
+        threshold = _log_mad_threshold(values, self.mad_k)
+        for label, key, rule in (
+                (f"The robust rule (log10 K > median + {self.mad_k:g} MAD, i.e. K > {threshold:.3g})",
+                 "outlier_log_mad", "log-MAD"),
+                (f"Seed 000's rule (K outside mean +- {self.num_std:g} std = {mean:.3g} +- {self.num_std * std:.3g})",
+                 "outlier_mean_std", "mean-std")):
+            flagged = sorted((row for row in self.rows if getattr(row, key)), key=lambda r: -r.kurtosis)
+            if not flagged:
+                text.append(f"{label} flags nothing.")
+                continue
+            listed = ", ".join(f"{row.name} ({row.kurtosis:.4g}, {row.times_median:.0f}x)" for row in flagged[:8])
+            more = f" and {len(flagged) - 8} more" if len(flagged) > 8 else ""
+            text.append(f"{label} flags {len(flagged)} ({rule}; kurtosis, times the median): {listed}{more}.")
+        excess = (values[defined] - UNIFORM_KURTOSIS) ** 2
+        flagged = np.array([row.outlier_log_mad or row.outlier_mean_std for row in self.rows])[defined]
+        if flagged.any():
+            text.append(f"A naive KURE loss, sum of (K - 1.8)^2, is {excess.sum():.3g} on these tensors, "
+                        f"{100 * excess[flagged].sum() / excess.sum():.4g}% of it from the flagged ones; "
+                        f"without them {excess[~flagged].sum():.3g}.")
+        else:
+            text.append(f"A naive KURE loss, sum of (K - 1.8)^2, is {excess.sum():.3g} on these tensors.")
+        return " ".join(text)
+
+    def markdown_table(self):
+        """The table as markdown, one row per tensor in model order."""
+        lines = ["| # | tensor | shape | size | kurtosis | log10 K | x median | mean+-std | log-MAD |",
+                 "|---:|---|---|---:|---:|---:|---:|:---:|:---:|"]
+        for i, row in enumerate(self.rows):
+            lines.append(f"| {i} | `{row.name}` | {list(row.shape)} | {row.size:,} | {row.kurtosis:.4g} | "
+                         f"{row.log10_kurtosis:.2f} | {row.times_median:.3g} | "
+                         f"{'**yes**' if row.outlier_mean_std else ''} | {'**yes**' if row.outlier_log_mad else ''} |")
+        return "\n".join(lines) + "\n"
+
+    def write_csv(self, path):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            for row in self.rows:
+                writer.writerow([row.name, row.layer, "x".join(map(str, row.shape)), row.size,
+                                 f"{row.kurtosis:.8g}", f"{row.log10_kurtosis:.6g}", f"{row.times_median:.6g}",
+                                 int(row.outlier_mean_std), int(row.outlier_log_mad)])
+
+    # ---------------------------------------------------------------- figures
+    def plot_bars(self, path):
+        """Log10 kurtosis per tensor in model order, coloured by which rule flags it."""
+        plt = _pyplot()
+        logs = np.array([row.log10_kurtosis for row in self.rows])
+        colors = ["#7b3294" if r.outlier_mean_std and r.outlier_log_mad else "#d7191c" if r.outlier_log_mad
+                  else "#fdae61" if r.outlier_mean_std else "#2c7bb6" for r in self.rows]
+        n = len(self.rows)
+        fig, ax = plt.subplots(figsize=(min(max(8.0, 0.2 * n + 2), 24), 4.8))
+        ax.bar(np.arange(n), np.nan_to_num(logs, nan=0.0), color=colors, width=0.8)
+        ax.axhline(math.log10(NORMAL_KURTOSIS), color="black", linestyle=":", linewidth=1, label="normal (K=3)")
+        ax.axhline(math.log10(UNIFORM_KURTOSIS), color="grey", linestyle=":", linewidth=1,
+                   label="uniform, KURE target (K=1.8)")
+        threshold = _log_mad_threshold(self.values(), self.mad_k)
+        if threshold is not None:
+            ax.axhline(math.log10(threshold), color="#d7191c", linestyle="--", linewidth=1,
+                       label=f"log-MAD threshold, k={self.mad_k:g}")
+        values = self.values()
+        defined = np.isfinite(values) & (values > 0)
+        if defined.sum() >= 2:
+            upper = values[defined].mean() + self.num_std * values[defined].std()
+            ax.axhline(math.log10(upper), color="#fdae61", linestyle="--", linewidth=1,
+                       label=f"mean + {self.num_std:g} std")
+        for color, label in (("#2c7bb6", "not flagged"), ("#d7191c", "log-MAD only"),
+                             ("#fdae61", "mean+-std only"), ("#7b3294", "both rules")):
+            ax.bar([0], [0], color=color, label=label)
+        if n <= 120:
+            ax.set_xticks(np.arange(n), [_short(row.name) for row in self.rows], rotation=90,
+                          fontsize=max(4, min(8, 600 // max(n, 1))))
+        else:
+            ax.set_xlabel("tensor index (model order)")
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.set_ylabel("log10 kurtosis")
+        ax.set_title(f"Kurtosis per weight tensor: {self.source}")
+        ax.legend(fontsize=7, ncol=2, loc="upper right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    def plot_histograms(self, path_prefix, max_tensors=80):
+        """Value histograms (log counts), 20 tensors per PNG page ``{path_prefix}_01.png``, ...,
+        with the normal density of the same mean and std dashed. With more than
+        ``max_tensors`` tensors, the flagged ones are drawn first. Returns the paths."""
+        plt = _pyplot()
+        from matplotlib import ticker
+
+        if self.arrays is None:
+            raise ValueError("KurtosisReport: the histograms need the tensors (arrays=...)")
+        flagged = {i for i, row in enumerate(self.rows) if row.outlier_log_mad or row.outlier_mean_std}
+        drawn = set(sorted(range(len(self.rows)), key=lambda i: i not in flagged)[:max_tensors])  # flagged first
+        rows = [(row, i in flagged) for i, row in enumerate(self.rows) if i in drawn]
+        paths = []
+        for page, start in enumerate(range(0, len(rows), HISTOGRAMS_PER_PAGE), 1):
+            page_rows = rows[start:start + HISTOGRAMS_PER_PAGE]
+            cols = min(5, len(page_rows))
+            nrows = math.ceil(len(page_rows) / cols)
+            fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols, 2.3 * nrows), squeeze=False)
+            for ax, (row, is_flagged) in zip(axes.flat, page_rows):
+                x = np.asarray(self.arrays[row.name], dtype=np.float64).ravel()
+                counts, edges = np.histogram(x, bins=80)
+                ax.stairs(counts, edges, fill=True, color="#d7191c" if is_flagged else "#2c7bb6")
+                ax.set_yscale("log")
+                ax.yaxis.set_minor_locator(ticker.NullLocator())  # log minor ticks make drawing slow
+                std = x.std()
+                if std > 0:
+                    centers = (edges[:-1] + edges[1:]) / 2
+                    expected = x.size * (edges[1] - edges[0]) * np.exp(-0.5 * ((centers - x.mean()) / std) ** 2) \
+                        / (std * math.sqrt(2 * math.pi))
+                    ax.plot(centers, expected, color="black", linestyle="--", linewidth=0.8)
+                    ax.set_ylim(0.5, counts.max() * 2)
+                ax.set_title(f"{_short(row.name, 38)}\nK={row.kurtosis:.4g}", fontsize=7)
+                ax.tick_params(labelsize=6)
+            for ax in list(axes.flat)[len(page_rows):]:
+                ax.axis("off")
+            fig.suptitle(f"{self.source}: weight histograms, log counts (dashed: normal, same mean and std)",
+                         fontsize=9)
+            fig.subplots_adjust(left=0.05, right=0.98, bottom=0.6 / (2.3 * nrows), top=1 - 0.75 / (2.3 * nrows),
+                                wspace=0.3, hspace=0.75)
+            path = f"{path_prefix}_{page:02d}.png"
+            fig.savefig(path, dpi=72)
+            plt.close(fig)
+            paths.append(path)
+        return paths
+
+    def write(self, output_dir, max_histograms=80):
+        """Writes ``kurtosis.md`` (summary and table), ``kurtosis.csv``,
+        ``kurtosis_log10.png`` and ``histograms_NN.png`` to ``output_dir``.
+
+        Args:
+            output_dir (str): created if needed.
+            max_histograms (int, optional): tensors drawn at most (0: none; any other
+                value needs the report's ``arrays``). Default 80.
+
+        Returns:
+            list[str]: the written paths.
+        """
+        if isinstance(max_histograms, bool) or not isinstance(max_histograms, int) or max_histograms < 0:
+            raise ValueError(f"KurtosisReport.write: max_histograms must be an int >= 0, got {max_histograms!r}")
+        os.makedirs(output_dir, exist_ok=True)
+        for old in glob.glob(os.path.join(output_dir, "histograms_*.png")):
+            os.remove(old)  # pages of an earlier, larger report
+        md, csv_path = os.path.join(output_dir, "kurtosis.md"), os.path.join(output_dir, "kurtosis.csv")
+        bars = os.path.join(output_dir, "kurtosis_log10.png")
+        self.plot_bars(bars)
+        pages = self.plot_histograms(os.path.join(output_dir, "histograms"), max_histograms) if max_histograms else []
+        self.write_csv(csv_path)
+        with open(md, "w", encoding="utf-8") as f:
+            f.write(f"# Weight kurtosis: {self.source}\n\n{self.summary()}\n\n"
+                    f"Kurtosis K = m4 / m2^2 over all elements of each tensor (population moments, float64, "
+                    f"`paddle_kure.kurtosis`). Flags: *mean+-std* = outside mean +- {self.num_std:g} std of the "
+                    f"tensors' K (seed 000); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K. "
+                    f"*x median* = K / median K.\n\n"
+                    f"![log10 kurtosis per tensor](kurtosis_log10.png)\n\n{self.markdown_table()}\n"
+                    + "".join(f"![histograms]({os.path.basename(p)})\n" for p in pages))
+        return [md, csv_path, bars, *pages]
+
+
+def _short(name, width=None):
+    name = name[:-len(".weight")] if name.endswith(".weight") else name
+    return name if width is None or len(name) <= width else "..." + name[-(width - 3):]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _flatten(state, prefix=""):
+    """Array entries of a (possibly nested) state dict, with dotted names."""
+    out = {}
+    for key, value in state.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        elif isinstance(value, np.ndarray) or hasattr(value, "numpy"):
+            out[name] = value.numpy() if hasattr(value, "numpy") else value
+    return out
+
+
+def _inference_prefix(path):
+    """The path prefix of a Paddle inference model given as prefix, model file,
+    params file or a folder holding one model; None if ``path`` is none of these."""
+    for suffix in INFERENCE_SUFFIXES:
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+            break
+    if os.path.isdir(path):
+        found = sorted(glob.glob(os.path.join(path, "*.pdiparams")))
+        if len(found) != 1:
+            raise ValueError(f"{path} is a folder with {len(found)} .pdiparams files; "
+                             "name the model (path prefix or .pdmodel/.json file)")
+        path = found[0][:-len(".pdiparams")]
+    has_program = os.path.isfile(path + ".pdmodel") or os.path.isfile(path + ".json")
+    return path if has_program and os.path.isfile(path + ".pdiparams") else None
+
+
+def _load_inference_params(prefix):
+    """Persistable tensors of an inference model, in order of first use by its program."""
+    import paddle
+
+    legacy = os.path.isfile(prefix + ".pdmodel")
+    was_dygraph = paddle.in_dynamic_mode()
+    paddle.enable_static()
+    try:
+        scope = paddle.static.Scope()
+        guard = paddle.pir_utils.OldIrGuard() if legacy else paddle.pir_utils.IrGuard()
+        with guard, paddle.static.scope_guard(scope):
+            program, _, _ = paddle.static.load_inference_model(prefix, paddle.static.Executor(paddle.CPUPlace()))
+            block, names = program.global_block(), []
+            for op in block.ops:
+                if legacy:
+                    used = [n for n in op.input_arg_names
+                            if block.has_var(n) and block.var(n).persistable and n not in ("feed", "fetch")]
+                else:
+                    defining = [v.get_defining_op() for v in op.operands_source()]
+                    used = [d.attrs()["parameter_name"] for d in defining
+                            if d is not None and d.name() == "builtin.parameter"]
+                names.extend(n for n in used if n not in names)
+            return {n: np.array(scope.find_var(n).get_tensor()) for n in names}
+    finally:
+        if was_dygraph:
+            paddle.disable_static()
+
+
+def load_named_arrays(model):
+    """Reads a model's tensors as ``({name: numpy array}, description)``.
+
+    Args:
+        model (str): ``"minilm"`` (the bundled all-MiniLM-L6-v2, see
+            :mod:`paddle_kure.models.bert`), a ``.pdparams`` state dict (nested dicts
+            give dotted names; non-tensor entries are skipped), or a Paddle inference
+            model: its path prefix, its ``.pdmodel``/``.json``/``.pdiparams`` file, or a
+            folder holding one. Inference models name tensors by variable
+            (``linear_0.w_0``), in the order the program first uses them.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the path is not a model this reads, or holds no tensor.
+    """
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"load_named_arrays: expected a path or 'minilm', got {model!r}")
+    if model == MINILM:
+        from paddle_kure.models import load_minilm
+
+        bert, _ = load_minilm()
+        return {n: p.numpy() for n, p in bert.named_parameters()}, "all-MiniLM-L6-v2"
+    if model.endswith(".pdparams"):
+        if not os.path.isfile(model):
+            raise FileNotFoundError(f"{model} does not exist")
+        import paddle
+
+        state = paddle.load(model, return_numpy=True)
+        arrays = _flatten(state) if isinstance(state, dict) else {}
+        if not arrays:
+            raise ValueError(f"{model} holds no tensor (expected a state dict saved by paddle.save)")
+        return arrays, os.path.basename(model)
+    prefix = _inference_prefix(model)
+    if prefix is None:
+        stem = next((model[:-len(s)] for s in INFERENCE_SUFFIXES if model.endswith(s)), model)
+        if not os.path.exists(model) and not glob.glob(glob.escape(stem) + ".*"):
+            raise FileNotFoundError(f"{model} does not exist (expected 'minilm', a .pdparams file or a Paddle "
+                                    "inference model: path prefix, .pdmodel/.json or .pdiparams)")
+        raise ValueError(f"{model} is not a model paddle-kure analyze reads: expected 'minilm', a .pdparams "
+                         "state dict, or a Paddle inference model (PREFIX.pdmodel or PREFIX.json with "
+                         "PREFIX.pdiparams)")
+    arrays = _load_inference_params(prefix)
+    if not arrays:
+        raise ValueError(f"{prefix}: the inference model has no parameters")
+    return arrays, os.path.basename(prefix)
