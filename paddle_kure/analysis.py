@@ -254,18 +254,18 @@ class KurtosisReport:
         text = [f"{self.source}: {n} weight tensors ({params:,} values); kurtosis median {median:.3g} "
                 f"(quartiles {q1:.3g}-{q3:.3g}; normal 3, uniform 1.8), max {values[defined].max():.4g}."]
         threshold = _log_mad_threshold(values, self.mad_k)
-        for label, key, rule in (
-                (f"The robust rule (log10 K > median + {self.mad_k:g} MAD, i.e. K > {threshold:.3g})",
-                 "outlier_log_mad", "log-MAD"),
-                (f"Seed 000's rule (K outside mean +- {self.num_std:g} std = {mean:.3g} +- {self.num_std * std:.3g})",
-                 "outlier_mean_std", "mean-std")):
+        for label, key in (
+                (f"The robust log-MAD rule (log10 K > median + {self.mad_k:g} MAD, i.e. K > {threshold:.3g})",
+                 "outlier_log_mad"),
+                (f"Seed 000's mean+-std rule (K outside {mean:.3g} +- {self.num_std:g} * {std:.3g})",
+                 "outlier_mean_std")):
             flagged = sorted((row for row in self.rows if getattr(row, key)), key=lambda r: -r.kurtosis)
             if not flagged:
                 text.append(f"{label} flags nothing.")
                 continue
             listed = ", ".join(f"{row.name} ({row.kurtosis:.4g}, {row.times_median:.0f}x)" for row in flagged[:8])
             more = f" and {len(flagged) - 8} more" if len(flagged) > 8 else ""
-            text.append(f"{label} flags {len(flagged)} ({rule}; kurtosis, times the median): {listed}{more}.")
+            text.append(f"{label} flags {len(flagged)} (kurtosis, times the median): {listed}{more}.")
         excess = (values[defined] - UNIFORM_KURTOSIS) ** 2
         flagged = np.array([row.outlier_log_mad or row.outlier_mean_std for row in self.rows])[defined]
         if flagged.any():
@@ -405,7 +405,8 @@ class KurtosisReport:
             f.write(f"# Weight kurtosis: {self.source}\n\n{self.summary()}\n\n"
                     f"Kurtosis K = m4 / m2^2 over all elements of each tensor (population moments, float64, "
                     f"`paddle_kure.kurtosis`). Flags: *mean+-std* = outside mean +- {self.num_std:g} std of the "
-                    f"tensors' K (seed 000); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K. "
+                    f"tensors' K (seed 000); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K "
+                    f"(MAD = 1.4826 * median absolute deviation, a robust std). "
                     f"*x median* = K / median K.\n\n"
                     f"![log10 kurtosis per tensor](kurtosis_log10.png)\n\n{self.markdown_table()}\n"
                     + "".join(f"![histograms]({os.path.basename(p)})\n" for p in pages))

@@ -241,11 +241,11 @@ class BertModel(nn.Layer):
             >>> from paddle_kure.models import BertConfig, BertModel
             >>> model = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
             ...                              num_attention_heads=4, intermediate_size=64))
-            >>> ids = paddle.to_tensor([[101, 7, 8, 102], [101, 9, 102, 0]])
+            >>> ids = paddle.to_tensor([[1, 7, 8, 2], [1, 9, 2, 0]])
             >>> mask = paddle.to_tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
-            >>> print(model(ids, attention_mask=mask).shape)
+            >>> print(list(model(ids, attention_mask=mask).shape))
             [2, 4, 32]
-            >>> print(model.sentence_embedding(ids, attention_mask=mask).shape)
+            >>> print(list(model.sentence_embedding(ids, attention_mask=mask).shape))
             [2, 32]
     """
 
@@ -389,7 +389,7 @@ class BertClassifier(nn.Layer):
             >>> bert, tokenizer = load_minilm()
             >>> model = BertClassifier(bert, num_classes=2)
             >>> batch = {k: paddle.to_tensor(v) for k, v in tokenizer(["Great!", "Awful."]).items()}
-            >>> print(model(**batch).shape)
+            >>> print(list(model(**batch).shape))
             [2, 2]
     """
 
