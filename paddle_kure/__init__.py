@@ -4,12 +4,25 @@ Kurtosis regularization (KURE) with a fused C++/CUDA operator, selective KURE fo
 pretrained models, PACT and quantization-aware training with PaddleSlim,
 gradual magnitude pruning, and transformer quantization/binarization.
 """
+from .losses import ActivationKurtosis, Kure, KurtosisLoss
 from .ops import kurtosis, kurtosis_decay_grad, load_library
 from .regularizer import KurtosisDecay
+from .selection import KurePlan, attach_kure, plan_kure
 
 __version__ = "0.1.0"
 
 # Registers the custom operators now, so saved models using them load in this process.
 load_library()
 
-__all__ = ["KurtosisDecay", "kurtosis", "kurtosis_decay_grad", "load_library"]
+__all__ = [
+    "ActivationKurtosis",
+    "Kure",
+    "KurePlan",
+    "KurtosisDecay",
+    "KurtosisLoss",
+    "attach_kure",
+    "kurtosis",
+    "kurtosis_decay_grad",
+    "load_library",
+    "plan_kure",
+]

@@ -18,10 +18,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 __all__ = [
     "ConfigError",
@@ -162,7 +163,9 @@ class TrainConfig(_Section):
 
 @dataclass
 class KurtosisConfig(_Section):
-    """``Kurtosis``: kurtosis regularization (KURE) in the QAT+KURE arms.
+    """``Kurtosis``: kurtosis regularization (KURE) in the QAT+KURE arms. The
+    selection keys map onto :func:`paddle_kure.selection.select_tensors` (see
+    :meth:`selection`), applied to the FP32 model's weights.
 
     Attributes:
         coeff: the KURE paper's lambda: ``coeff * mean over tensors of (K - target)^2``.
@@ -170,9 +173,13 @@ class KurtosisConfig(_Section):
         include: glob patterns of parameter names (``model.named_parameters()``) to
             regularize; empty: every weight with 2+ dimensions.
         exclude: glob patterns never regularized (the paper leaves the first conv out).
-        auto_exclude: also exclude tensors whose FP32 kurtosis lies outside
-            mean +- ``auto_exclude_std`` std of all chosen tensors' kurtosis.
-        auto_exclude_std: the width of that band, in standard deviations.
+        min_size: fewest elements of a regularized tensor.
+        auto_exclude: also leave out tensors whose FP32 kurtosis is an outlier among
+            the chosen ones: ``mean_std`` (seed 000's rule: outside mean +-
+            ``auto_exclude_std`` std), ``log_mad`` (log10 kurtosis beyond median +
+            ``auto_exclude_mad`` MADs), or false. ``true`` means ``mean_std``.
+        auto_exclude_std: the width of the ``mean_std`` band, in standard deviations.
+        auto_exclude_mad: the width of the ``log_mad`` band, in median absolute deviations.
         on_weights: regularize the chosen weights (through ``KurtosisDecay``).
         on_activations: add ``coeff * mean (K - target)^2`` of the outputs of the
             layers owning the chosen weights to the loss.
@@ -182,23 +189,44 @@ class KurtosisConfig(_Section):
     target: float = 1.8
     include: Tuple[str, ...] = ()
     exclude: Tuple[str, ...] = ("conv1.*",)
-    auto_exclude: bool = False
+    min_size: int = 0
+    auto_exclude: Union[bool, str] = False
     auto_exclude_std: float = 3.0
+    auto_exclude_mad: float = 3.5
     on_weights: bool = True
     on_activations: bool = False
 
     def validate(self):
+        from .selection import AUTO_EXCLUDE_RULES
+
         _float("coeff", self.coeff, 0.0)
         _float("target", self.target, 1.0, inclusive=False)
         _str_list("include", self.include)
         _str_list("exclude", self.exclude)
         self.include, self.exclude = tuple(self.include), tuple(self.exclude)
-        _bool("auto_exclude", self.auto_exclude)
+        _int("min_size", self.min_size, 0)
+        if not isinstance(self.auto_exclude, bool) and self.auto_exclude not in AUTO_EXCLUDE_RULES:
+            raise ValueError(f"auto_exclude must be false, true or one of {list(AUTO_EXCLUDE_RULES)}, "
+                             f"got {self.auto_exclude!r}")
         _float("auto_exclude_std", self.auto_exclude_std, 0.0, inclusive=False)
+        _float("auto_exclude_mad", self.auto_exclude_mad, 0.0, inclusive=False)
         _bool("on_weights", self.on_weights)
         _bool("on_activations", self.on_activations)
         if not (self.on_weights or self.on_activations):
             raise ValueError("on_weights and on_activations are both false: KURE would do nothing")
+
+    def selection(self) -> dict:
+        """Keyword arguments of :func:`paddle_kure.selection.select_tensors` /
+        :func:`paddle_kure.plan_kure` (glob patterns become regular expressions)."""
+        rule = "mean_std" if self.auto_exclude is True else (self.auto_exclude or None)
+        return {
+            "include": [fnmatch.translate(p) for p in self.include] or None,
+            "exclude": [fnmatch.translate(p) for p in self.exclude],
+            "min_size": self.min_size,
+            "auto_exclude": rule,
+            "num_std": self.auto_exclude_std,
+            "mad_k": self.auto_exclude_mad,
+        }
 
 
 @dataclass

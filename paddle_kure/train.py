@@ -1,6 +1,6 @@
 """The training and evaluation loop behind ``paddle-kure run``: seeded batch
 order, per-step and per-epoch callbacks (pruning masks), checkpoints after every
-epoch with resume, activation kurtosis, and data parallelism (``paddle.DataParallel``
+epoch with resume, and data parallelism (``paddle.DataParallel``
 under ``python -m paddle.distributed.launch``)."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from .ops import kurtosis
+from .losses import ActivationKurtosis
 
 __all__ = ["ActivationKurtosis", "batch_order", "evaluate", "fit", "make_optimizer", "accuracy"]
 
@@ -38,53 +38,6 @@ def make_optimizer(name: str, learning_rate: float, parameters, weight_decay: fl
     if name == "sgd":
         return paddle.optimizer.SGD(learning_rate, parameters=parameters, weight_decay=decay)
     raise ValueError(f"make_optimizer: name must be one of ['adam', 'momentum', 'sgd'], got {name!r}")
-
-
-class ActivationKurtosis:
-    """KURE on activations: ``coeff * mean over layers of (K(output) - target)^2``
-    for the outputs of the named sublayers in the last forward pass.
-
-    Examples:
-        .. code-block:: python
-
-            >>> import paddle
-            >>> from paddle_kure.train import ActivationKurtosis
-            >>> model = paddle.nn.Sequential(paddle.nn.Linear(8, 16), paddle.nn.ReLU(), paddle.nn.Linear(16, 2))
-            >>> term = ActivationKurtosis(model, ["0", "2"], coeff=0.1)
-            >>> loss = model(paddle.randn([32, 8])).mean() + term.loss()
-    """
-
-    def __init__(self, model: paddle.nn.Layer, layer_names: Sequence[str], coeff: float, target: float = 1.8):
-        layers = dict(model.named_sublayers())
-        missing = [name for name in layer_names if name not in layers]
-        if missing:
-            raise ValueError(f"ActivationKurtosis: no sublayers named {missing}; there are {sorted(layers)}")
-        if not layer_names:
-            raise ValueError("ActivationKurtosis: layer_names is empty")
-        self.coeff, self.target = float(coeff), float(target)
-        self._outputs = {}
-        self._hooks = [layers[name].register_forward_post_hook(self._recorder(name)) for name in layer_names]
-
-    def _recorder(self, name):
-        def record(layer, inputs, output):
-            if layer.training:
-                self._outputs[name] = output
-        return record
-
-    def loss(self):
-        """The term for the last training forward pass (then forgets those outputs)."""
-        if not self._outputs:
-            raise RuntimeError("ActivationKurtosis.loss: no training forward pass since the last call")
-        terms = [(kurtosis(out) - self.target) ** 2 for out in self._outputs.values()]
-        self._outputs = {}
-        return self.coeff * paddle.add_n(terms) / len(terms)
-
-    def remove(self):
-        for hook in self._hooks:
-            hook.remove()
-
-    def __str__(self):
-        return f"ActivationKurtosis(layers={len(self._hooks)}, coeff={self.coeff}, target={self.target})"
 
 
 def _world():

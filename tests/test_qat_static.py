@@ -1,27 +1,14 @@
 """Static-graph passes: KURE on PIR and legacy Programs, PaddleSlim quant_aware
 with PACT, convert, save_inference_model and paddle.inference."""
-import contextlib
-
 import numpy as np
 import paddle
 import pytest
+from graph_modes import static_mode
 
 from paddle_kure.quant import InferenceModel, PACTConfig, QuantAwareConfig
 from paddle_kure.quant.static import (add_kurtosis_regularization, allow_input_gradients, export_static,
                                       kurtosis_loss, quant_aware_programs)
 from paddle_kure.regularizer import KurtosisDecay
-
-
-@contextlib.contextmanager
-def static_mode(ir):
-    """Static mode on a legacy Program ("legacy") or PIR ("pir"), dygraph after."""
-    guard = paddle.pir_utils.OldIrGuard() if ir == "legacy" else contextlib.nullcontext()
-    with guard:
-        paddle.enable_static()
-        try:
-            yield
-        finally:
-            paddle.disable_static()
 
 
 def _kurtosis(w):

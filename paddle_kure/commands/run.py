@@ -6,7 +6,6 @@ stages are skipped and an interrupted one continues from its last epoch checkpoi
 """
 from __future__ import annotations
 
-import fnmatch
 import functools
 import json
 import os
@@ -37,22 +36,17 @@ def precision_name(weight_bits: int, activation_bits: int) -> str:
 
 
 def choose_kure_weights(named_weights: dict, kurtosis_values: dict, config) -> list:
-    """Names of the weights KURE regularizes: ``include`` patterns (or every weight
-    of 2+ dims), minus ``exclude`` patterns, minus (with ``auto_exclude``) those whose
-    kurtosis lies outside mean +- ``auto_exclude_std`` std of the remaining ones'."""
-    chosen = [name for name, shape in named_weights.items()
-              if (any(fnmatch.fnmatchcase(name, p) for p in config.include) if config.include else len(shape) >= 2)
-              and not any(fnmatch.fnmatchcase(name, p) for p in config.exclude)]
-    if config.auto_exclude and len(chosen) > 1:
-        import numpy as np
+    """Names of the weights KURE regularizes: the ``Kurtosis`` section's selection
+    (:meth:`paddle_kure.config.KurtosisConfig.selection`, see
+    :func:`paddle_kure.selection.select_tensors`) on ``{name: shape}`` and the FP32
+    kurtosis of each weight."""
+    from paddle_kure.selection import select_tensors
 
-        values = np.array([kurtosis_values[name] for name in chosen])
-        low, high = values.mean() - config.auto_exclude_std * values.std(), values.mean() + config.auto_exclude_std * values.std()
-        chosen = [name for name, value in zip(chosen, values) if low <= value <= high]
-    if not chosen:
-        raise ValueError(f"Kurtosis: include {list(config.include)} / exclude {list(config.exclude)} chose no weight; "
-                         f"the weights are {sorted(named_weights)}")
-    return chosen
+    plan = select_tensors(named_weights, kurtosis_values, **config.selection())
+    if not plan.chosen:
+        raise ValueError(f"Kurtosis: include {list(config.include)} / exclude {list(config.exclude)} chose no weight:"
+                         f"\n{plan}")
+    return plan.chosen
 
 
 class _Run:
@@ -186,7 +180,8 @@ class _Run:
         import paddle
 
         from paddle_kure.quant import KureConfig, PACTConfig, export_quantized, prepare_qat
-        from paddle_kure.train import ActivationKurtosis, evaluate
+        from paddle_kure import ActivationKurtosis
+        from paddle_kure.train import evaluate
 
         t, k = self.config.TrainConfig, self.config.Kurtosis
         name = f"{method}_{precision_name(weight_bits, activation_bits).lower()}"

@@ -157,25 +157,6 @@ class PACTConfig(_FromDict):
 ParamSelection = Union[None, Sequence[str], Callable[[str, object], bool]]
 
 
-def choose_parameters(named: dict, params: ParamSelection, owner: str) -> list:
-    """Names from ``named`` ({name: parameter}) chosen by a list of names, a
-    predicate ``fn(name, param)``, or None (every parameter of 2 or more dimensions)."""
-    if params is None:
-        chosen = [name for name, param in named.items() if len(param.shape) >= 2]
-    elif callable(params):
-        chosen = [name for name, param in named.items() if params(name, param)]
-    elif isinstance(params, (list, tuple)) and all(isinstance(name, str) for name in params):
-        missing = [name for name in params if name not in named]
-        if missing:
-            raise ValueError(f"{owner}: no parameters named {missing}; there are {sorted(named)}")
-        chosen = list(dict.fromkeys(params))
-    else:
-        raise TypeError(f"{owner}: params must be None, a list of parameter names or a predicate, got {params!r}")
-    if not chosen:
-        raise ValueError(f"{owner}: the parameter selection chose no parameter")
-    return chosen
-
-
 @dataclass
 class KureConfig(_FromDict):
     """Kurtosis regularization of chosen weights during QAT.
@@ -188,7 +169,8 @@ class KureConfig(_FromDict):
             regularizer replaces the optimizer's ``weight_decay``): set it to the
             optimizer's ``weight_decay``.
         params: which weights: a list of parameter names (as in
-            ``model.named_parameters()`` before quantization), a predicate
+            ``model.named_parameters()`` before quantization; regular expressions
+            matching whole names, see :func:`paddle_kure.plan_kure`), a predicate
             ``fn(name, param) -> bool``, or None for every weight of 2 or more dimensions.
     """
 

@@ -8,9 +8,9 @@ import numpy as np
 import paddle
 
 from ..nn.pact import calibrate_pact
-from ..regularizer import KurtosisDecay
+from ..selection import attach_kure
 from . import compat
-from .config import DYGRAPH_ACTIVATION_QUANTIZE_TYPES, KureConfig, PACTConfig, QuantAwareConfig, choose_parameters
+from .config import DYGRAPH_ACTIVATION_QUANTIZE_TYPES, KureConfig, PACTConfig, QuantAwareConfig
 
 __all__ = ["apply_kure", "prepare_qat", "export_quantized", "post_training_quantize"]
 
@@ -25,8 +25,9 @@ def _check_type(name, value, expected, allow_none=False):
 
 
 def apply_kure(model: paddle.nn.Layer, kure: KureConfig) -> list:
-    """Sets ``KurtosisDecay(kure.coeff / L, kure.target, kure.l2_coeff)`` as the
-    regularizer of the L weights that ``kure.params`` chooses; returns their names.
+    """Sets ``KurtosisDecay(kure.coeff / L, kure.target, l2)`` as the regularizer
+    of the L weights that ``kure.params`` chooses (with :func:`paddle_kure.attach_kure`;
+    ``l2`` is ``kure.l2_coeff`` or a weight's own L2Decay); returns their names.
 
     Examples:
         .. code-block:: python
@@ -38,12 +39,7 @@ def apply_kure(model: paddle.nn.Layer, kure: KureConfig) -> list:
             ['1.weight']
     """
     _check_type("kure", kure, KureConfig)
-    named = dict(model.named_parameters())
-    chosen = choose_parameters(named, kure.params, "KureConfig.params")
-    regularizer = KurtosisDecay(kure.coeff / len(chosen), kure.target, kure.l2_coeff)
-    for name in chosen:
-        named[name].regularizer = regularizer
-    return chosen
+    return attach_kure(model, kure.coeff, kure.target, kure.l2_coeff, include=kure.params).chosen
 
 
 def prepare_qat(model, config: QuantAwareConfig, kure: KureConfig | None = None,

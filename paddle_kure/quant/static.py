@@ -12,11 +12,11 @@ import math
 
 import paddle
 
-from ..ops import kurtosis
-from ..regularizer import KurtosisDecay
+from ..losses import KurtosisLoss
+from ..selection import attach_kure, plan_kure
 from . import compat
 from .compat import allow_input_gradients
-from .config import PACTConfig, QuantAwareConfig, choose_parameters
+from .config import PACTConfig, QuantAwareConfig
 
 __all__ = [
     "add_kurtosis_regularization",
@@ -28,17 +28,15 @@ __all__ = [
 ]
 
 
-def _select(program, params, owner):
-    named = {p.name: p for p in program.global_block().all_parameters()}
-    return [named[name] for name in choose_parameters(named, params, owner)]
-
-
 def add_kurtosis_regularization(program, params=None, coeff: float = 1.0, target: float = 1.8,
                                 l2_coeff: float = 0.0) -> list:
     """Sets ``KurtosisDecay(coeff / L, target, l2_coeff)`` as the regularizer of the
     L chosen parameters of ``program`` (PIR or legacy), before the optimizer's
     ``minimize``; returns their names. ``l2_coeff`` keeps L2 decay on them: a
-    parameter's regularizer replaces the optimizer's ``weight_decay``.
+    parameter's regularizer replaces the optimizer's ``weight_decay`` (a parameter's
+    own L2Decay is kept instead). ``params``: names (regular expressions), a
+    predicate ``fn(name, param)`` or None (2+ dims); :func:`paddle_kure.attach_kure`
+    selects more ways and returns the whole plan.
 
     Examples:
         .. code-block:: python
@@ -54,11 +52,7 @@ def add_kurtosis_regularization(program, params=None, coeff: float = 1.0, target
             ...     paddle.optimizer.SGD(0.1).minimize(loss)
             >>> paddle.disable_static()
     """
-    chosen = _select(program, params, "add_kurtosis_regularization")
-    regularizer = KurtosisDecay(coeff / len(chosen), target, l2_coeff)
-    for param in chosen:
-        param.regularizer = regularizer
-    return [p.name for p in chosen]
+    return attach_kure(program, coeff, target, l2_coeff, include=params).chosen
 
 
 def kurtosis_loss(program, params=None, coeff: float = 1.0, target: float = 1.8):
@@ -67,12 +61,10 @@ def kurtosis_loss(program, params=None, coeff: float = 1.0, target: float = 1.8)
     to the loss before ``minimize``. Call inside the program's ``program_guard``."""
     if isinstance(coeff, bool) or not isinstance(coeff, (int, float)) or not math.isfinite(coeff) or coeff < 0:
         raise ValueError(f"kurtosis_loss: coeff must be a finite number >= 0, got {coeff!r}")
-    chosen = _select(program, params, "kurtosis_loss")
-    terms = [paddle.square(kurtosis(p) - target) for p in chosen]
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term  # paddle.add_n/sum reject legacy Variables
-    return total * (coeff / len(chosen))
+    plan = plan_kure(program, include=params)
+    if not plan.chosen:
+        raise ValueError("kurtosis_loss: the selection chose no parameter")
+    return KurtosisLoss(plan.parameters(), target)() * coeff
 
 
 def pact_preprocess(pact: PACTConfig | None = None):

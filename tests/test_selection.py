@@ -1,0 +1,278 @@
+"""Selective KURE (paddle_kure.selection) and KURE as a loss (paddle_kure.losses)."""
+import gc
+import weakref
+
+import numpy as np
+import paddle
+import pytest
+from graph_modes import static_mode
+from kurtosis_reference import kure_term, numerical_grad
+from kurtosis_reference import kurtosis as ref_kurtosis
+
+from paddle_kure import ActivationKurtosis, Kure, KurtosisDecay, KurtosisLoss, attach_kure, plan_kure
+from paddle_kure.config import ConfigError, KurtosisConfig, load_config
+from paddle_kure.selection import select_tensors
+
+
+class Net(paddle.nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.conv = paddle.nn.Conv2D(1, 4, 3)
+        self.fc1 = paddle.nn.Linear(16, 32)
+        self.fc2 = paddle.nn.Linear(32, 3)
+
+    def forward(self, x):
+        return self.fc2(paddle.nn.functional.relu(self.fc1(self.conv(x).flatten(1))))
+
+
+def tower(num=12, size=40, heavy=None):
+    """``num`` Linear layers with uniform weights; layer ``heavy`` gets Laplace-cubed weights."""
+    rng = np.random.default_rng(0)
+    model = paddle.nn.Sequential(*[paddle.nn.Linear(size, size) for _ in range(num)])
+    for i, layer in enumerate(model):
+        w = rng.laplace(size=(size, size)) ** 3 if i == heavy else rng.uniform(-1, 1, (size, size))
+        layer.weight.set_value(w.astype("float32"))
+    return model
+
+
+def test_default_include_regex_exclude_layer_types_and_min_size():
+    net = Net()
+    assert plan_kure(net).chosen == ["conv.weight", "fc1.weight", "fc2.weight"]  # 2+ dims
+    assert plan_kure(net, include=[r"fc\d\..*"]).chosen == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert plan_kure(net, include=lambda name, p: p.shape[-1] == 32).chosen == ["fc1.weight", "fc1.bias"]
+    assert plan_kure(net, exclude=[r"conv\..*", "fc2.weight"]).chosen == ["fc1.weight"]
+    assert plan_kure(net, layer_types=["Linear"]).chosen == ["fc1.weight", "fc2.weight"]
+    assert plan_kure(net, layer_types=[paddle.nn.Conv2D]).chosen == ["conv.weight"]
+    assert plan_kure(net, layer_types=["Layer"]).chosen == plan_kure(net).chosen  # base classes count
+    assert plan_kure(net, min_size=96).chosen == ["fc1.weight", "fc2.weight"]  # conv: 36, fc2: 96
+    # a whole-name match: "fc1" alone matches no name
+    with pytest.raises(ValueError, match=r"no parameters named \['fc1'\]"):
+        plan_kure(net, include=["fc1"])
+    with pytest.raises(ValueError, match="not a regular expression"):
+        plan_kure(net, exclude=["fc1["])
+    with pytest.raises(TypeError, match="list of regular expressions"):
+        plan_kure(net, exclude="fc1.weight")
+    with pytest.raises(ValueError, match="min_size"):
+        plan_kure(net, min_size=-1)
+    with pytest.raises(ValueError, match="auto_exclude must be None or one of"):
+        plan_kure(net, auto_exclude="iqr")
+    with pytest.raises(TypeError, match="neither a paddle.nn.Layer class"):
+        plan_kure(net, layer_types=[int])
+    with pytest.raises(TypeError, match="Layer or a static Program"):
+        plan_kure({"w": net.fc1.weight})
+
+
+@pytest.mark.parametrize("rule", ["mean_std", "log_mad"])
+def test_auto_exclude_leaves_out_the_heavy_tailed_tensor(rule):
+    model = tower(heavy=7)
+    plan = plan_kure(model, auto_exclude=rule)
+    kurtoses = {row.name: row.kurtosis for row in plan.rows}
+    assert kurtoses["7.weight"] > 100 and max(v for n, v in kurtoses.items() if n != "7.weight") < 2
+    assert plan.chosen == [f"{i}.weight" for i in range(12) if i != 7]
+    row = next(row for row in plan.rows if row.name == "7.weight")
+    assert not row.chosen and row.reason.startswith(f"kurtosis outlier ({rule}")
+    assert "7.weight" in str(plan) and f"kurtosis outlier ({rule}" in str(plan)
+    # without the rule everything of 2+ dims is chosen
+    assert len(plan_kure(model).chosen) == 12
+
+
+def test_mean_std_misses_two_outliers_that_log_mad_catches():
+    shapes = {f"t{i}": [64, 64] for i in range(12)}
+    values = {name: 2.0 + 0.1 * i for i, name in enumerate(shapes)}
+    values.update(t3=5e3, t9=4e3)  # the two inflate the std enough to hide each other
+    assert select_tensors(shapes, values, auto_exclude="mean_std").chosen == list(shapes)
+    assert select_tensors(shapes, values, auto_exclude="log_mad").chosen == [n for n in shapes if n not in ("t3", "t9")]
+    # the band is computed over the tensors the other criteria keep
+    assert select_tensors(shapes, values, exclude=["t9"], auto_exclude="mean_std").chosen == \
+        [n for n in shapes if n not in ("t3", "t9")]
+
+
+def test_plan_rows_hold_every_tensor_with_its_kurtosis_and_reason():
+    net = Net()
+    plan = plan_kure(net, exclude=["fc2.weight"], min_size=40)
+    assert [row.name for row in plan.rows] == [name for name, _ in net.named_parameters()]
+    by_name = {row.name: row for row in plan.rows}
+    for name, param in net.named_parameters():
+        row = by_name[name]
+        assert row.shape == tuple(param.shape) and row.size == int(np.prod(param.shape))
+        np.testing.assert_allclose(row.kurtosis, ref_kurtosis(param.numpy()) if param.numpy().std() else 0.0,
+                                   rtol=1e-4)
+    assert by_name["fc1.weight"].chosen and by_name["fc1.weight"].reason == "chosen"
+    assert by_name["conv.weight"].reason == "size 36 < min_size 40"
+    assert by_name["fc2.weight"].reason == "exclude pattern fc2.weight"
+    assert by_name["fc1.bias"].reason == "fewer than 2 dims (not a weight)"
+    assert by_name["conv.weight"].layer_type == "Conv2D"
+    text = str(plan).splitlines()
+    assert text[0].startswith("KURE plan: 1 of 6 tensors chosen")
+    assert len(text) == 2 + len(plan.rows)
+    assert all(any(line.startswith(row.name + " ") for line in text) for row in plan.rows)
+    assert plan.to_dict()["tensors"][2]["chosen"] is True
+    assert net.fc1.weight.regularizer is None  # planning changes nothing
+
+
+def test_attach_keeps_existing_l2_and_the_optimizers_weight_decay_exact_sgd_update():
+    paddle.seed(1)
+    model = paddle.nn.Sequential(
+        paddle.nn.Linear(6, 5, weight_attr=paddle.ParamAttr(regularizer=paddle.regularizer.L2Decay(0.02))),
+        paddle.nn.Linear(5, 3))
+    plan = attach_kure(model, coeff=0.8, target=1.8, l2_coeff=0.05)
+    assert plan.chosen == ["0.weight", "1.weight"]
+    assert [row.l2_coeff for row in plan.rows if row.chosen] == [0.02, 0.05]
+    assert "coeff 0.8 (each 0.4)" in str(plan) and "(l2 0.02)" in str(plan)
+    before = {name: p.numpy().astype("float64") for name, p in model.named_parameters()}
+    opt = paddle.optimizer.SGD(learning_rate=0.1, parameters=model.parameters(),
+                               weight_decay=paddle.regularizer.L2Decay(0.05))
+    model(paddle.randn([4, 6])).square().mean().backward()
+    grads = {name: p.grad.numpy().astype("float64") for name, p in model.named_parameters()}
+    opt.step()
+    l2 = {"0.weight": 0.02, "1.weight": 0.05}
+    for name, p in model.named_parameters():
+        w, g = before[name], grads[name]
+        if name in l2:  # w - lr * (g + l2 * w + coeff / L * d/dw (K - 1.8)^2)
+            expected = w - 0.1 * (g + kure_term(w, 0.4, 1.8, l2_coeff=l2[name]))
+        else:
+            expected = w - 0.1 * (g + 0.05 * w)
+        np.testing.assert_allclose(p.numpy(), expected, rtol=1e-4, atol=1e-6, err_msg=name)
+    # attaching again keeps the l2 inside the KurtosisDecay
+    again = attach_kure(model, coeff=1.0, include=["0.weight"])
+    assert again.rows[0].l2_coeff == 0.02 and model[0].weight.regularizer.coeff == 1.0
+
+
+def test_attach_refuses_to_drop_another_regularizer_and_an_empty_selection():
+    model = paddle.nn.Sequential(
+        paddle.nn.Linear(6, 5, weight_attr=paddle.ParamAttr(regularizer=paddle.regularizer.L1Decay(0.1))),
+        paddle.nn.Linear(5, 3))
+    with pytest.raises(ValueError, match="0.weight has regularizer L1Decay"):
+        attach_kure(model)
+    assert model[1].weight.regularizer is None  # nothing was changed
+    with pytest.raises(ValueError, match="chose no parameter"):
+        attach_kure(model, exclude=[".*"])
+    with pytest.raises(ValueError, match="KurtosisDecay: coeff"):
+        attach_kure(model, coeff=-1.0, include=["1.weight"])
+
+
+def test_kurtosis_loss_matches_scipy_and_its_gradient_central_differences():
+    rng = np.random.default_rng(3)
+    arrays = [rng.normal(size=(5, 4)), rng.laplace(size=(7,)), rng.uniform(size=(3, 3))]
+    tensors = [paddle.to_tensor(a, stop_gradient=False) for a in arrays]
+    terms = np.array([(ref_kurtosis(a) - 1.8) ** 2 for a in arrays])
+    for reduction, expected in (("mean", terms.mean()), ("sum", terms.sum()), ("none", terms)):
+        np.testing.assert_allclose(KurtosisLoss(tensors, reduction=reduction)().numpy(), expected, rtol=1e-10)
+    KurtosisLoss(tensors, target=3.0)().backward()
+    for a, t in zip(arrays, tensors):
+        expected = numerical_grad(lambda v: (ref_kurtosis(v) - 3.0) ** 2, a) / len(arrays)
+        np.testing.assert_allclose(t.grad.numpy(), expected, rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        KurtosisLoss(tensors, reduction="max")
+    with pytest.raises(ValueError, match="target must be a number > 1"):
+        KurtosisLoss(tensors, target=1.0)
+    with pytest.raises(TypeError, match="non-empty list of tensors"):
+        KurtosisLoss([])
+
+
+def _hook_count(model):
+    return sum(len(layer._forward_post_hooks) for layer in model.sublayers(include_self=True))
+
+
+def test_activation_hooks_collect_the_output_kurtosis_and_are_removed_cleanly():
+    model = paddle.nn.Sequential(paddle.nn.Linear(6, 16), paddle.nn.ReLU(), paddle.nn.Linear(16, 3))
+    x = paddle.randn([32, 6])
+    with Kure(model, coeff=0.5, on_activations=True) as kure:
+        assert kure.plan.chosen == ["0.weight", "2.weight"] and _hook_count(model) == 2
+        out = model(x)
+        hidden = model[0](x)  # the last call of each layer counts
+        assert kure.activations.pending == 2
+        values = [model[0].weight.numpy(), model[2].weight.numpy(), hidden.numpy(), out.numpy()]
+        expected = 0.5 * np.mean([(ref_kurtosis(v) - 1.8) ** 2 for v in values])
+        loss = kure.loss()
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+        assert kure.activations.pending == 0  # nothing of the batch held after the loss is taken
+        loss.backward()
+        assert model[0].weight.grad is not None
+        with pytest.raises(RuntimeError, match="no training forward"):
+            kure.loss()
+        model.eval()
+        model(x)
+        with paddle.no_grad():
+            model.train()
+            model(x)
+        assert kure.activations.pending == 0  # eval and no-grad passes are not recorded
+    assert _hook_count(model) == 0
+    # the recorded output is freed with the loss: no reference stays in the hooks
+    term = ActivationKurtosis(model, ["2"], coeff=1.0)
+    out = model(x)
+    ref = weakref.ref(out)
+    term.loss().backward()
+    del out
+    gc.collect()
+    assert ref() is None
+    term.remove()
+    assert _hook_count(model) == 0
+
+
+def test_kure_helper_weights_only_activations_only_and_errors():
+    model = Net()
+    x = paddle.randn([2, 1, 4, 4])
+    weights_only = Kure(model, coeff=2.0, layer_types=["Linear"], reduction="sum")
+    expected = 2.0 * sum((ref_kurtosis(p.numpy()) - 1.8) ** 2 for p in (model.fc1.weight, model.fc2.weight))
+    np.testing.assert_allclose(float(weights_only.loss()), expected, rtol=1e-4)
+    assert _hook_count(model) == 0
+    with Kure(model, on_weights=False, on_activations=True, layers=["fc1"]) as acts:
+        model(x)
+        np.testing.assert_allclose(float(acts.loss()), (ref_kurtosis(model.fc1(model.conv(x).flatten(1)).numpy())
+                                                         - 1.8) ** 2, rtol=1e-4)
+    with pytest.raises(ValueError, match="both False"):
+        Kure(model, on_weights=False)
+    with pytest.raises(ValueError, match="no sublayers named"):
+        Kure(model, on_activations=True, layers=["fc9"])
+    assert _hook_count(model) == 0
+
+
+@pytest.mark.parametrize("ir", ["legacy", "pir"])
+def test_static_program_selection_and_attach(ir):
+    with static_mode(ir):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data("x", [None, 8], "float32")
+            hidden = paddle.static.nn.fc(x, 16, weight_attr=paddle.ParamAttr(
+                name="big.w", regularizer=paddle.regularizer.L2Decay(0.03)))
+            paddle.static.nn.fc(hidden, 2, weight_attr=paddle.ParamAttr(name="small.w"))
+        plan = plan_kure(main)
+        assert sorted(plan.chosen) == ["big.w", "small.w"] and all(np.isnan(r.kurtosis) for r in plan.rows)
+        assert plan_kure(main, min_size=100).chosen == ["big.w"]
+        assert plan_kure(main, exclude=[r"big\..*"]).chosen == ["small.w"]
+        with pytest.raises(ValueError, match="layer_types needs a dygraph Layer"):
+            plan_kure(main, layer_types=["Linear"])
+        with pytest.raises(ValueError, match="run the startup program first"):
+            plan_kure(main, auto_exclude="log_mad")
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            paddle.static.Executor(paddle.CPUPlace()).run(startup)
+            w = np.array(scope.find_var("big.w").get_tensor())
+        planned = {r.name: r.kurtosis for r in plan_kure(main, scope=scope).rows}
+        np.testing.assert_allclose(planned["big.w"], ref_kurtosis(w), rtol=1e-6)
+        attached = attach_kure(main, coeff=0.6, l2_coeff=0.01, include=[r".*\.w"])
+        params = {p.name: p for p in main.global_block().all_parameters()}
+        assert isinstance(params["big.w"].regularizer, KurtosisDecay)
+        assert params["big.w"].regularizer.l2_coeff == 0.03 and params["small.w"].regularizer.l2_coeff == 0.01
+        assert params["big.w"].regularizer.coeff == pytest.approx(0.3)
+        assert {r.name: r.l2_coeff for r in attached.rows if r.chosen} == {"big.w": 0.03, "small.w": 0.01}
+
+
+def test_kurtosis_config_maps_onto_the_selection(tmp_path):
+    config = KurtosisConfig(include=("fc*",), exclude=("*.bias",), auto_exclude="log_mad", min_size=10,
+                            auto_exclude_mad=2.0)
+    options = config.selection()
+    assert options["auto_exclude"] == "log_mad" and options["mad_k"] == 2.0 and options["min_size"] == 10
+    assert plan_kure(Net(), **options).chosen == ["fc1.weight", "fc2.weight"]
+    assert KurtosisConfig(auto_exclude=True).selection()["auto_exclude"] == "mean_std"  # the old boolean
+    assert KurtosisConfig().selection()["auto_exclude"] is None
+    with pytest.raises(ValueError, match="auto_exclude must be false, true or one of"):
+        KurtosisConfig(auto_exclude="median")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("Kurtosis: {auto_exclude_k: 3.0}\n")
+    with pytest.raises(ConfigError, match="bad.yaml: Kurtosis: unknown key"):
+        load_config(str(bad))
+    bad.write_text("Kurtosis: {min_size: -1}\n")
+    with pytest.raises(ConfigError, match="bad.yaml: Kurtosis.min_size"):
+        load_config(str(bad))
