@@ -198,7 +198,12 @@ def encode_splits(config, raw_splits):
     return EncodedSplits(len(tokenizer), num_classes, encoded)
 
 
-def _batches(ids, labels, batch_size, order):
+def padded_batches(ids, labels, batch_size, order):
+    """Batches ``(ids[index], labels[index])`` of ``order`` (numpy), each cut to its longest row.
+
+    ``ids`` [n, max_len] is right-padded with id 0 (the padding id of ``VocabTokenizer`` and of
+    BERT vocabularies); columns that are padding in every row of a batch are dropped.
+    """
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         batch = ids[index]
@@ -227,7 +232,7 @@ def evaluate(model, ids, labels, batch_size=256):
     model.eval()
     correct = 0
     with paddle.no_grad():
-        for batch, target in _batches(ids, labels, batch_size, np.arange(len(labels))):
+        for batch, target in padded_batches(ids, labels, batch_size, np.arange(len(labels))):
             logits = model(paddle.to_tensor(batch))
             correct += int((logits.argmax(axis=-1).numpy() == target).sum())
     return correct / len(labels)
@@ -262,7 +267,8 @@ def train_variant(config, variant, data, seed, init_state=None, log=print):
         if quantizing:
             update_ede(model, epoch - variant.latent_epochs, quantized_epochs)
         model.train()
-        for batch, target in _batches(train_ids, train_labels, config.batch_size, rng.permutation(len(train_labels))):
+        order = rng.permutation(len(train_labels))
+        for batch, target in padded_batches(train_ids, train_labels, config.batch_size, order):
             loss = F.cross_entropy(model(paddle.to_tensor(batch)), paddle.to_tensor(target))
             loss.backward()
             optimizer.step()

@@ -295,3 +295,44 @@ def test_study_runner_learns_selects_on_validation_and_writes_the_table(tmp_path
     table = open(md_path, encoding="utf-8").read()
     assert "| IR-latent | IR-Net binarization, pattern all, latent 2 ep |" in table
     assert '"rows"' in open(json_path, encoding="utf-8").read()
+
+
+def test_study_runner_latent_switch_ede_schedule_and_one_test_read(monkeypatch):
+    """Latent 2 of 4 epochs: quantizers off, off, on, on on the same model (weights carried),
+    EDE restarted at the switch; the test split is evaluated once, after selection."""
+    from paddle_kure.nn import quantizers
+
+    rng = np.random.RandomState(1)
+    raw = {"train": _toy_splits(rng, 64), "val": _toy_splits(rng, 32), "test": _toy_splits(rng, 32)}
+    config = study.StudyConfig.from_dict({
+        "seeds": [0], "epochs": 4, "batch_size": 32, "max_len": 8, "min_freq": 1,
+        "model": {"d_model": 8, "num_heads": 2, "d_ff": 16, "num_layers": 1, "classifier_hidden": 8},
+        "variants": [{"name": "IR-latent", "method": "irnet", "latent_epochs": 2}],
+    })
+    data = study.encode_splits(config, raw)
+    calls, models, evaluated = [], set(), []
+    switch, ede, evaluate = quantizers.set_quantization_enabled, quantizers.update_ede, study.evaluate
+
+    def record_switch(model, enabled):
+        calls.append(("enabled", enabled))
+        models.add(id(model))
+        switch(model, enabled)
+
+    def record_ede(model, epoch, epochs):
+        calls.append(("ede", epoch, epochs))
+        ede(model, epoch, epochs)
+
+    def record_evaluate(model, ids, labels, batch_size=256):
+        split = next(name for name, (split_ids, _) in data.splits.items() if split_ids is ids)
+        evaluated.append(split)
+        return evaluate(model, ids, labels, batch_size)
+
+    monkeypatch.setattr(quantizers, "set_quantization_enabled", record_switch)
+    monkeypatch.setattr(quantizers, "update_ede", record_ede)
+    monkeypatch.setattr(study, "evaluate", record_evaluate)
+    result, _ = study.train_variant(config, config.variants[0], data, seed=0, log=lambda message: None)
+    assert calls == [("enabled", False), ("enabled", False), ("enabled", True), ("ede", 0, 2),
+                     ("enabled", True), ("ede", 1, 2)]
+    assert len(models) == 1  # one model throughout: the quantized epochs continue the latent weights
+    assert evaluated == ["val"] * 4 + ["test"]
+    assert result["best_epoch"] in (3, 4)
