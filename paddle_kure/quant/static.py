@@ -49,7 +49,7 @@ def add_kurtosis_regularization(program, params=None, coeff: float = 1.0, target
             ...     x = paddle.static.data("x", [None, 8], "float32")
             ...     loss = paddle.mean(paddle.static.nn.fc(x, 4))
             ...     names = add_kurtosis_regularization(main, coeff=0.5, l2_coeff=1e-4)
-            ...     paddle.optimizer.SGD(0.1).minimize(loss)
+            ...     _ = paddle.optimizer.SGD(0.1).minimize(loss)
             >>> paddle.disable_static()
     """
     return attach_kure(program, coeff, target, l2_coeff, include=params).chosen
