@@ -90,8 +90,9 @@ def outliers_mean_std(values, num_std=3.0):
     return flags
 
 
-def outliers_log_mad(values, k=3.5):
-    """Robust rule: flags the values with ``log10(v) > median + k * MAD`` of the log10 values.
+def outliers_log_mad(values, k=3.5, min_ratio=2.0):
+    """Robust rule: flags the values with ``log10(v) > median + k * MAD`` of the log10 values
+    that are also more than ``min_ratio`` times the median value.
 
     ``MAD`` is the normalized median absolute deviation
     ``1.4826 * median(|log10 v - median|)``, an estimate of the standard deviation
@@ -101,12 +102,19 @@ def outliers_log_mad(values, k=3.5):
     extreme tensors do not hide each other, and the log makes the rule scale-free:
     it asks "how many orders of magnitude above the typical tensor". Only high values
     are flagged (a low kurtosis is what KURE aims at). Undefined values (NaN, Inf,
-    <= 0) take no part and are never flagged. When more than half of the values are
-    equal, the MAD is 0 and every value above the median is flagged.
+    <= 0) take no part and are never flagged.
+
+    ``min_ratio`` guards against a tiny MAD: with few, alike tensors (a small CNN
+    whose kurtoses all lie within 2.3-2.9) a tensor 1.5 times the median is already
+    many MADs above it, though no outlier in the sense that matters here. On
+    all-MiniLM-L6-v2 the smallest outlier is 4 times the median, so the guard does
+    not change the result there.
 
     Args:
         values (sequence of float): one kurtosis per tensor.
         k (float, optional): threshold in MADs above the median, > 0. Default 3.5.
+        min_ratio (float, optional): a flagged value is also above ``min_ratio``
+            times the median, >= 1 (1: no such condition). Default 2.0.
 
     Returns:
         numpy.ndarray: bool, True where the value is an outlier.
@@ -118,26 +126,26 @@ def outliers_log_mad(values, k=3.5):
             >>> outliers_log_mad([3.0, 3.5, 2.9, 4.0, 3.2, 150.0, 900.0]).nonzero()[0].tolist()
             [5, 6]
     """
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
-        raise ValueError(f"outliers_log_mad: k must be a number > 0, got {k!r}")
+    threshold = _log_mad_threshold(values, k, min_ratio)
     values, defined = _defined(values)
     flags = np.zeros(values.shape, dtype=bool)
-    if defined.sum() < 2:
-        return flags
-    logs = np.log10(values[defined])
-    median = np.median(logs)
-    flags[defined] = logs > median + k * MAD_TO_STD * np.median(np.abs(logs - median))
+    if threshold is not None:
+        flags[defined] = values[defined] > threshold
     return flags
 
 
-def _log_mad_threshold(values, k):
-    """The kurtosis above which :func:`outliers_log_mad` flags (None if undefined)."""
+def _log_mad_threshold(values, k, min_ratio):
+    """The kurtosis above which :func:`outliers_log_mad` flags (None with fewer than 2 defined values)."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
+        raise ValueError(f"outliers_log_mad: k must be a number > 0, got {k!r}")
+    if isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float)) or not min_ratio >= 1:
+        raise ValueError(f"outliers_log_mad: min_ratio must be a number >= 1, got {min_ratio!r}")
     values, defined = _defined(values)
     if defined.sum() < 2:
         return None
     logs = np.log10(values[defined])
     median = np.median(logs)
-    return 10 ** (median + k * MAD_TO_STD * np.median(np.abs(logs - median)))
+    return 10 ** (median + max(k * MAD_TO_STD * np.median(np.abs(logs - median)), math.log10(min_ratio)))
 
 
 def tensor_kurtosis(array):
@@ -193,24 +201,27 @@ class KurtosisReport:
         source (str): what was analyzed, for titles.
         num_std (float): the mean +- std rule's width (:func:`outliers_mean_std`).
         mad_k (float): the log-MAD rule's threshold (:func:`outliers_log_mad`).
+        mad_min_ratio (float): the log-MAD rule's ``min_ratio``.
         arrays (dict, optional): name -> numpy array of the rows' tensors, for the
             histograms of :meth:`write`.
     """
 
-    def __init__(self, rows, source="model", num_std=3.0, mad_k=3.5, arrays=None):
+    def __init__(self, rows, source="model", num_std=3.0, mad_k=3.5, mad_min_ratio=2.0, arrays=None):
         if not rows:
             raise ValueError(f"KurtosisReport: {source} has no tensor to analyze")
         self.rows, self.source, self.num_std, self.mad_k = list(rows), source, num_std, mad_k
+        self.mad_min_ratio = mad_min_ratio
         self.arrays = arrays
         values = self.values()
         median = np.median(values[np.isfinite(values) & (values > 0)]) if (values > 0).any() else math.nan
         for row, by_std, by_mad in zip(self.rows, outliers_mean_std(values, num_std),
-                                       outliers_log_mad(values, mad_k)):
+                                       outliers_log_mad(values, mad_k, mad_min_ratio)):
             row.times_median = row.kurtosis / median if median > 0 else math.nan
             row.outlier_mean_std, row.outlier_log_mad = bool(by_std), bool(by_mad)
 
     @classmethod
-    def from_arrays(cls, named_arrays, all_tensors=False, source="model", num_std=3.0, mad_k=3.5):
+    def from_arrays(cls, named_arrays, all_tensors=False, source="model", num_std=3.0, mad_k=3.5,
+                    mad_min_ratio=2.0):
         """Report on ``named_arrays`` ({name: numpy array or paddle Tensor}, in model order):
         tensors with 2+ dimensions, or every non-empty tensor with ``all_tensors``."""
         rows, arrays = [], {}
@@ -221,10 +232,10 @@ class KurtosisReport:
             arrays[name] = array
             layer = name.rsplit(".", 1)[0] if "." in name else name
             rows.append(TensorKurtosis(name, tuple(array.shape), int(array.size), layer, tensor_kurtosis(array)))
-        return cls(rows, source=source, num_std=num_std, mad_k=mad_k, arrays=arrays)
+        return cls(rows, source=source, num_std=num_std, mad_k=mad_k, mad_min_ratio=mad_min_ratio, arrays=arrays)
 
     @classmethod
-    def from_model(cls, model, all_tensors=False, num_std=3.0, mad_k=3.5):
+    def from_model(cls, model, all_tensors=False, num_std=3.0, mad_k=3.5, mad_min_ratio=2.0):
         """Report on ``model``: a ``paddle.nn.Layer`` (its ``named_parameters()``) or
         anything :func:`load_named_arrays` reads."""
         import paddle
@@ -233,7 +244,8 @@ class KurtosisReport:
             arrays, source = {n: p.numpy() for n, p in model.named_parameters()}, type(model).__name__
         else:
             arrays, source = load_named_arrays(model)
-        return cls.from_arrays(arrays, all_tensors=all_tensors, source=source, num_std=num_std, mad_k=mad_k)
+        return cls.from_arrays(arrays, all_tensors=all_tensors, source=source, num_std=num_std, mad_k=mad_k,
+                               mad_min_ratio=mad_min_ratio)
 
     def values(self):
         """Kurtosis per row as a float64 array."""
@@ -253,9 +265,10 @@ class KurtosisReport:
         mean, std = values[defined].mean(), values[defined].std()
         text = [f"{self.source}: {n} weight tensors ({params:,} values); kurtosis median {median:.3g} "
                 f"(quartiles {q1:.3g}-{q3:.3g}; normal 3, uniform 1.8), max {values[defined].max():.4g}."]
-        threshold = _log_mad_threshold(values, self.mad_k)
+        threshold = _log_mad_threshold(values, self.mad_k, self.mad_min_ratio)
         for label, key in (
-                (f"The robust log-MAD rule (log10 K > median + {self.mad_k:g} MAD, i.e. K > {threshold:.3g})",
+                (f"The robust log-MAD rule (log10 K > median + {self.mad_k:g} MAD and K > "
+                 f"{self.mad_min_ratio:g} x median, i.e. K > {threshold:.3g})",
                  "outlier_log_mad"),
                 (f"Seed 000's mean+-std rule (K outside {mean:.3g} +- {self.num_std:g} * {std:.3g})",
                  "outlier_mean_std")):
@@ -308,7 +321,7 @@ class KurtosisReport:
         ax.axhline(math.log10(NORMAL_KURTOSIS), color="black", linestyle=":", linewidth=1, label="normal (K=3)")
         ax.axhline(math.log10(UNIFORM_KURTOSIS), color="grey", linestyle=":", linewidth=1,
                    label="uniform, KURE target (K=1.8)")
-        threshold = _log_mad_threshold(self.values(), self.mad_k)
+        threshold = _log_mad_threshold(self.values(), self.mad_k, self.mad_min_ratio)
         if threshold is not None:
             ax.axhline(math.log10(threshold), color="#d7191c", linestyle="--", linewidth=1,
                        label=f"log-MAD threshold, k={self.mad_k:g}")
@@ -406,7 +419,8 @@ class KurtosisReport:
                     f"Kurtosis K = m4 / m2^2 over all elements of each tensor (population moments, float64, "
                     f"`paddle_kure.kurtosis`). Flags: *mean+-std* = outside mean +- {self.num_std:g} std of the "
                     f"tensors' K (seed 000); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K "
-                    f"(MAD = 1.4826 * median absolute deviation, a robust std). "
+                    f"(MAD = 1.4826 * median absolute deviation, a robust std) and K > "
+                    f"{self.mad_min_ratio:g} x median K. "
                     f"*x median* = K / median K.\n\n"
                     f"![log10 kurtosis per tensor](kurtosis_log10.png)\n\n{self.markdown_table()}\n"
                     + "".join(f"![histograms]({os.path.basename(p)})\n" for p in pages))

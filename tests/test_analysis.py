@@ -42,9 +42,18 @@ def test_log_mad_rule_matches_numpy():
     median = np.median(logs)
     mad = 1.4826 * np.median(np.abs(logs - median))
     for k in (3.5, 2.0, 6.0):
-        np.testing.assert_array_equal(outliers_log_mad(values, k=k), logs > median + k * mad)
+        np.testing.assert_array_equal(outliers_log_mad(values, k=k, min_ratio=1.0), logs > median + k * mad)
+        np.testing.assert_array_equal(outliers_log_mad(values, k=k),
+                                      (logs > median + k * mad) & (values > 2.0 * 10 ** median))
     flags = outliers_log_mad(values)
     assert flags[41] and flags[42] and not flags[43]  # only high values are outliers
+
+
+def test_log_mad_min_ratio_guards_a_tiny_mad():
+    values = [2.30, 2.33, 2.35, 2.36, 2.38, 2.40, 2.41, 2.45, 3.6]  # few, alike: the MAD is tiny
+    assert outliers_log_mad(values, min_ratio=1.0).tolist()[-1]  # 3.6 is ~20 MADs above the median
+    assert not outliers_log_mad(values).any()  # but only 1.5 times the median
+    assert outliers_log_mad(values + [60.0]).nonzero()[0].tolist() == [9]
 
 
 def test_rules_skip_undefined_values():
@@ -62,6 +71,8 @@ def test_rules_reject_bad_arguments():
         outliers_mean_std([1.0, 2.0], num_std=0)
     with pytest.raises(ValueError, match="k must be a number > 0"):
         outliers_log_mad([1.0, 2.0], k=True)
+    with pytest.raises(ValueError, match="min_ratio must be a number >= 1"):
+        outliers_log_mad([1.0, 2.0], min_ratio=0.5)
     with pytest.raises(ValueError, match="1-D"):
         outliers_log_mad([[1.0, 2.0]])
 

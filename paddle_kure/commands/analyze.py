@@ -25,6 +25,9 @@ def add_arguments(parser):
                         help="mean +- NUM_STD std rule (seed 000) (default: 3.0)")
     parser.add_argument("--mad-k", type=float, default=3.5,
                         help="log-MAD rule: log10 K > median + MAD_K * MAD (default: 3.5)")
+    parser.add_argument("--mad-min-ratio", type=float, default=2.0,
+                        help="log-MAD rule: flagged tensors also exceed MAD_MIN_RATIO times the median kurtosis; "
+                             "1 disables (default: 2.0)")
     parser.add_argument("--max-histograms", type=int, default=80,
                         help="tensors drawn in the histogram pages at most, flagged ones first; 0: none "
                              "(default: 80)")
@@ -35,7 +38,8 @@ def main(args) -> int:
 
     try:
         report = KurtosisReport.from_model(args.model, all_tensors=args.all_tensors,
-                                           num_std=args.num_std, mad_k=args.mad_k)
+                                           num_std=args.num_std, mad_k=args.mad_k,
+                                           mad_min_ratio=args.mad_min_ratio)
         paths = report.write(args.output, max_histograms=args.max_histograms)
     except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"paddle-kure analyze: {err}") from None
