@@ -101,6 +101,11 @@ def _check_method(scale_method):
         raise ValueError(f"scale_method must be one of {SCALE_METHODS}, got {scale_method!r}")
 
 
+def _check_fractions(fractions):
+    if not len(fractions) or any(not (0 < f <= 1.5) for f in fractions):
+        raise ValueError(f"accuracy fractions must be a non-empty list of values in (0, 1.5], got {list(fractions)}")
+
+
 def weight_scales(
     model: paddle.nn.Layer,
     bits: int,
@@ -145,9 +150,8 @@ def weight_scales(
         return scales
     if calibrate is None:
         raise ValueError("scale_method 'accuracy' needs calibrate=fn(model) -> accuracy on a calibration split")
+    _check_fractions(fractions)
     fractions = sorted({float(f) for f in fractions}, reverse=True)
-    if not fractions or any(not (0 < f <= 1.5) for f in fractions):
-        raise ValueError(f"fractions must be a non-empty list of values in (0, 1.5], got {list(fractions)}")
     chosen = dict(scales)
     for name, _, _ in weights:
         best_accuracy = -math.inf
@@ -227,6 +231,8 @@ class SweepConfig:
         scale_methods: unperturbed scales swept with ``factors``, from
             :data:`SCALE_METHODS` ('accuracy' needs :func:`sweep`'s ``calibrate``).
             Noise always perturbs the abs-max scale (seed 000's setting).
+        accuracy_fractions: the fractions of abs-max that the 'accuracy' method
+            tries per tensor (see :func:`weight_scales`).
     """
 
     bits: Sequence[int] = (8, 4, 3)
@@ -235,6 +241,7 @@ class SweepConfig:
     noise_stds: Sequence[float] = (0.01, 0.05, 0.1)
     seeds: int = 3
     scale_methods: Sequence[str] = ("abs_max", "mse")
+    accuracy_fractions: Sequence[float] = ACCURACY_FRACTIONS
 
     def __post_init__(self):
         if not self.bits or any(isinstance(b, bool) or not isinstance(b, int) or b < 2 or b > 16 for b in self.bits):
@@ -250,6 +257,7 @@ class SweepConfig:
         unknown = [m for m in self.scale_methods if m not in SCALE_METHODS]
         if unknown or not self.scale_methods:
             raise ValueError(f"scale_methods {list(self.scale_methods)}: need one or more of {SCALE_METHODS}")
+        _check_fractions(self.accuracy_fractions)
 
 
 @dataclass
@@ -295,7 +303,7 @@ def sweep(
     for bits, per_channel, method, kind, value, seed in progress(plan):
         key = (bits, per_channel, method)
         if key not in scales:
-            chosen = weight_scales(model, bits, per_channel, method, calibrate=calibrate)
+            chosen = weight_scales(model, bits, per_channel, method, calibrate, config.accuracy_fractions)
             scales[key] = chosen, scale_ratio(model, chosen, per_channel)
         kwargs = {"factor": value} if kind == "ratio" else {"noise_std": value, "seed": seed}
         with quantized_weights(model, bits, per_channel, scales=scales[key][0], **kwargs):

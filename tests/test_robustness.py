@@ -98,7 +98,7 @@ def test_sweep_records_and_accuracy_behaviour():
     "kwargs, text",
     [({"bits": [1]}, "bits"), ({"factors": [0.0]}, "factors"), ({"noise_stds": [-1]}, "noise_stds"),
      ({"seeds": 0}, "seeds"), ({"scale_methods": ["percentile"]}, "abs_max"),
-     ({"per_channel": []}, "per_channel")],
+     ({"per_channel": []}, "per_channel"), ({"accuracy_fractions": [2.0]}, "fractions")],
 )
 def test_sweep_config_validation(kwargs, text):
     with pytest.raises(ValueError, match=text):
