@@ -51,7 +51,9 @@ def test_run_writes_every_arm_evaluated_by_paddle_inference(finished_run):
 
     _, out, results = finished_run
     records = {r["stage"]: r for r in results["results"]}
-    assert list(records) == ["fp32", "ptq_w8a8", "qat_w8a8", "qat_kure_w8a8", "qat_kure_pact_w8a8"]
+    assert list(records) == ["fp32", "fp32_more", "ptq_w8a8", "qat_w8a8", "qat_kure_w8a8", "qat_kure_pact_w8a8"]
+    # the control trained the QAT epochs further, from the FP32 weights
+    assert len(records["fp32_more"]["history"]) == TINY["TrainConfig"]["qat_epochs"]
     data = load_fashion_mnist(val_size=200, train_size=256, test_size=300, seed=11)
     for stage, record in records.items():
         prefix = str(out / record["export"])
@@ -63,6 +65,9 @@ def test_run_writes_every_arm_evaluated_by_paddle_inference(finished_run):
     # the Prune section's masks were applied during QAT: fc1's weight is half zeros
     assert records["qat_w8a8"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     table = (out / "results.md").read_text()
+    assert "## Sparsity of qat_w8a8 (Prune)" in table and "| fc1.weight |" in table
+    fp32_more = records["fp32_more"]
+    assert f"| FP32, +QAT epochs | {100 * fp32_more['test_acc']:.2f} ({100 * fp32_more['val_acc']:.2f}) |" in table
     assert f"| PTQ | {100 * records['ptq_w8a8']['test_acc']:.2f} ({100 * records['ptq_w8a8']['val_acc']:.2f}) |" in table
     for name in ("accuracy.png", "kurtosis.png", "config_used.yaml", "run.log"):
         assert (out / name).stat().st_size > 0
