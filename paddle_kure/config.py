@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
+from ._sections import check_keys
+
 __all__ = [
     "ConfigError",
     "GlobalConfig",
@@ -323,14 +325,10 @@ SECTIONS = {
 
 def _section(cls, values, section, source):
     where = f"{source}: {section}"
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {values!r}")
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed keys: {known}")
+    try:
+        values = check_keys(cls, {} if values is None else values, where)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
     try:
         return cls(**values)
     except (TypeError, ValueError) as err:

@@ -118,7 +118,7 @@ def test_prune_config_from_yaml_and_back():
     ({"schedule": {"type": "cubic", "initial_sparsity": 0.0, "final_sparsity": 1.5, "start": 0, "end": 9}},
      ValueError, "run.yaml: Prune.schedule: CubicSchedule: final_sparsity must be in [0, 1), got 1.5"),
     ({"schedule": {"type": "constant", "sparsity": 0.5}, "sparsity": 0.5}, ValueError,
-     "run.yaml: Prune: unknown keys ['sparsity']; allowed: schedule, granularity, include, exclude, layer_types"),
+     "run.yaml: Prune: unknown keys ['sparsity']; allowed keys: schedule, granularity, include, exclude, layer_types"),
     ({"granularity": "global"}, ValueError, "run.yaml: Prune: missing key 'schedule'"),
     ({"schedule": {"type": "constant", "sparsity": 0.5}, "exclude": "fc.*"}, TypeError,
      "run.yaml: Prune: PruneConfig: exclude must be a list of strings, got 'fc.*'"),

@@ -5,6 +5,7 @@ import dataclasses
 import inspect
 from collections.abc import Mapping
 
+from .._sections import check_keys
 from .pruner import GRANULARITIES, MagnitudePruner
 from .schedules import ConstantSchedule, CubicSchedule, LogSchedule, SparsitySchedule
 
@@ -103,12 +104,7 @@ class PruneConfig:
         Errors name the file (``source``), the key and the allowed values.
         """
         where = f"{source}: {section}"
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
-        allowed = [field.name for field in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ValueError(f"{where}: unknown keys {unknown}; allowed: {', '.join(allowed)}")
+        data = check_keys(cls, data, where)
         if "schedule" not in data:
             raise ValueError(f"{where}: missing key 'schedule' (a mapping with type: {', '.join(SCHEDULES)})")
         fields = dict(data, schedule=schedule_from_dict(data["schedule"], f"{where}.schedule"))

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence, Tuple, Union
 
+from .._sections import check_keys
+
 __all__ = ["QuantAwareConfig", "PACTConfig", "KureConfig"]
 
 WEIGHT_QUANTIZE_TYPES = ("abs_max", "channel_wise_abs_max")
@@ -48,12 +50,7 @@ class _FromDict:
     def from_dict(cls, values: dict, source: str = ""):
         """Builds the config from a mapping; ``source`` (a file name) is named in errors."""
         where = f" (in {source})" if source else ""
-        if not isinstance(values, dict):
-            raise TypeError(f"{cls.__name__} expects a mapping, got {type(values).__name__}{where}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown keys {unknown}; allowed keys are {known}{where}")
+        values = check_keys(cls, values, cls.__name__ + where)
         try:
             return cls(**values)
         except (TypeError, ValueError) as err:
