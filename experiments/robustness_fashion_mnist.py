@@ -33,7 +33,7 @@ import numpy as np
 import paddle
 
 from paddle_kure.commands.robustness import load_model, sweep_model, write_outputs
-from paddle_kure.commands.run import _Run, choose_kure_weights
+from paddle_kure.commands.run import RunPipeline, choose_kure_weights
 from paddle_kure.config import config_from_dict
 from paddle_kure.quant import KureConfig, apply_kure
 from paddle_kure.robustness import SweepConfig
@@ -58,7 +58,7 @@ def train_models(args) -> tuple:
         "QuantAware": {"weight_bits": [4], "activation_bits": [4], "use_pact": False},
         "Kurtosis": {"coeff": args.kure_coeff},
     }, source="robustness_fashion_mnist.py")
-    run = _Run(config, args.work_dir, resume=True, progress=False)
+    run = RunPipeline(config, args.work_dir, resume=True, progress=False)
     records = {"fp32": run.stage("fp32", run.fp32)}
     kure_weights = choose_kure_weights({n: p.shape for n, p in run.new_model().named_parameters()},
                                        records["fp32"]["weight_kurtosis"], config.Kurtosis)

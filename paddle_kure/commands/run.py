@@ -50,8 +50,12 @@ def choose_kure_weights(named_weights: dict, kurtosis_values: dict, config) -> l
     return plan.chosen
 
 
-class _Run:
-    """One ``paddle-kure run``: stages, their records and the outputs."""
+class RunPipeline:
+    """One ``paddle-kure run``: stages, their records and the outputs.
+
+    Experiments reuse its stages (``fp32``, ``qat``, ...) to train models exactly as
+    ``run`` does (``experiments/robustness_fashion_mnist.py``).
+    """
 
     def __init__(self, config, output_dir, resume, progress):
         import paddle
@@ -336,7 +340,7 @@ def main(args) -> int:
     np.random.seed(seed)
     paddle.seed(seed)
     start = time.time()
-    run = _Run(config, output_dir, args.resume, progress=not args.no_progress)
+    run = RunPipeline(config, output_dir, args.resume, progress=not args.no_progress)
     if run.rank == 0:
         with open(os.path.join(output_dir, "config_used.yaml"), "w") as f:
             f.write(f"# from {os.path.abspath(path)}\n{config}")
