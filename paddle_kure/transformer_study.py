@@ -104,7 +104,8 @@ class StudyConfig:
         epochs, batch_size, learning_rate: Adam training.
         max_len: tokens kept per text.
         vocab_size, min_freq: tokenizer vocabulary, built on the train split.
-        train_limit: use only the first N training examples (quick runs); null = all.
+        train_limit: train on a random subset of N training examples, the same for every seed and
+            variant (quick runs; a loader may list the examples grouped by label); null = all.
         model: sizes of ``TransformerConfig`` (keys ``d_model``, ``num_heads``, ``d_ff``,
             ``num_layers``, ``classifier_hidden``, ``dropout``).
         variants: the rows.
@@ -187,8 +188,9 @@ def encode_splits(config, raw_splits):
     from paddle_kure.data.tokenize import VocabTokenizer
 
     train_texts, train_labels = raw_splits["train"]
-    if config.train_limit is not None:
-        train_texts, train_labels = train_texts[:config.train_limit], train_labels[:config.train_limit]
+    if config.train_limit is not None and config.train_limit < len(train_texts):
+        keep = np.sort(np.random.RandomState(0).permutation(len(train_texts))[:config.train_limit])
+        train_texts, train_labels = [train_texts[i] for i in keep], np.asarray(train_labels)[keep]
     tokenizer = VocabTokenizer.build(train_texts, TOKENIZER_LEVEL[config.dataset],
                                      max_size=config.vocab_size, min_freq=config.min_freq)
     splits = {"train": (train_texts, train_labels), "val": raw_splits["val"], "test": raw_splits["test"]}

@@ -336,3 +336,14 @@ def test_study_runner_latent_switch_ede_schedule_and_one_test_read(monkeypatch):
     assert len(models) == 1  # one model throughout: the quantized epochs continue the latent weights
     assert evaluated == ["val"] * 4 + ["test"]
     assert result["best_epoch"] in (3, 4)
+
+
+def test_train_limit_draws_a_random_subset_not_the_first_examples():
+    # a loader may list the examples grouped by label: the first N would all be positive
+    texts = [f"good {i}" for i in range(50)] + [f"bad {i}" for i in range(50)]
+    raw = {"train": (texts, [1] * 50 + [0] * 50), "val": (["good", "bad"], [1, 0]), "test": (["bad"], [0])}
+    config = study.StudyConfig.from_dict({"train_limit": 40, "min_freq": 1})
+    ids, labels = study.encode_splits(config, raw).splits["train"]
+    assert len(labels) == 40 and 10 < labels.sum() < 30
+    again = study.encode_splits(config, raw).splits["train"]
+    np.testing.assert_array_equal(again[0], ids)
