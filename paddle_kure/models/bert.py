@@ -40,13 +40,14 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import math
 import os
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
+
+from .attention import self_attention
 
 __all__ = [
     "BertClassifier",
@@ -138,23 +139,14 @@ class BertSelfAttention(nn.Layer):
     def __init__(self, config):
         super().__init__()
         self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
         self.query = nn.Linear(config.hidden_size, config.hidden_size)
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
-    def _split_heads(self, x):
-        batch, length, _ = x.shape
-        return x.reshape([batch, length, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
-
     def forward(self, x, key_bias):
         """``key_bias`` [batch, 1, 1, length]: 0 for tokens, a large negative number for padding."""
-        q, k, v = (self._split_heads(proj(x)) for proj in (self.query, self.key, self.value))
-        scores = paddle.matmul(q, k, transpose_y=True) / math.sqrt(self.head_dim) + key_bias
-        context = paddle.matmul(self.dropout(F.softmax(scores, axis=-1)), v)
-        batch, _, length, _ = context.shape
-        return context.transpose([0, 2, 1, 3]).reshape([batch, length, -1])
+        return self_attention(x, self.query, self.key, self.value, self.num_heads, key_bias, self.dropout)
 
 
 class BertResidualOutput(nn.Layer):

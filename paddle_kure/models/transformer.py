@@ -19,13 +19,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
 from paddle_kure.nn.quantizers import QuantLinear
+
+from .attention import self_attention
 
 __all__ = ["TransformerClassifier", "TransformerConfig", "model_size_bits"]
 
@@ -69,17 +70,10 @@ class MultiHeadSelfAttention(nn.Layer):
         self.out_proj = nn.Linear(d_model, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    def _split_heads(self, x):
-        batch, length, _ = x.shape
-        return x.reshape([batch, length, self.num_heads, self.head_dim]).transpose([0, 2, 1, 3])
-
     def forward(self, x, key_bias):
         """``key_bias`` [batch, 1, 1, length] is 0 for real tokens and -1e9 for padding."""
-        q, k, v = (self._split_heads(proj(x)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        scores = paddle.matmul(q, k, transpose_y=True) / math.sqrt(self.head_dim) + key_bias
-        context = paddle.matmul(self.dropout(F.softmax(scores, axis=-1)), v)
-        batch, _, length, _ = context.shape
-        return self.out_proj(context.transpose([0, 2, 1, 3]).reshape([batch, length, -1]))
+        context = self_attention(x, self.q_proj, self.k_proj, self.v_proj, self.num_heads, key_bias, self.dropout)
+        return self.out_proj(context)
 
 
 class EncoderBlock(nn.Layer):
