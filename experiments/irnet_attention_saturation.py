@@ -34,14 +34,16 @@ def attention_statistics(method, seed=0):
         quantize_linears(model, model.linear_groups(), "all", method)
     ids = paddle.to_tensor(np.random.RandomState(seed).randint(2, config.vocab_size, (8, LENGTH)))
     block = model.blocks[0]
+    attn = block.attn
     with paddle.no_grad():
         hidden = block.attn_norm(model.embedding(ids) + model.position(paddle.arange(LENGTH).unsqueeze(0)))
-        attn = block.attn
-        q, k = attn._split_heads(attn.q_proj(hidden)), attn._split_heads(attn.k_proj(hidden))
-        scores = paddle.matmul(q, k, transpose_y=True) / math.sqrt(attn.head_dim)
-        probs = F.softmax(scores, axis=-1).numpy()
+        # [batch, heads, length, head_dim] as in paddle_kure.models.attention.self_attention
+        q, k = (proj(hidden).numpy().reshape(len(ids), LENGTH, attn.num_heads, -1).transpose(0, 2, 1, 3)
+                for proj in (attn.q_proj, attn.k_proj))
+    scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(attn.head_dim)
+    probs = F.softmax(paddle.to_tensor(scores), axis=-1).numpy()
     entropy = float(-(probs * np.log(probs + 1e-12)).sum(-1).mean())
-    return float(scores.numpy().std()), entropy, float(probs.max(-1).mean())
+    return float(scores.std()), entropy, float(probs.max(-1).mean())
 
 
 def main():
