@@ -19,6 +19,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from ._sections import check_keys
+
 METHODS = ("fp32", "weight", "full", "binary", "irnet")
 DATASETS = ("rotten_tomatoes", "chinese_reviews")
 TOKENIZER_LEVEL = {"rotten_tomatoes": "word", "chinese_reviews": "char"}
@@ -30,13 +32,7 @@ def _where(source):
 
 
 def _from_mapping(cls, values, source, owner):
-    if not isinstance(values, dict):
-        raise TypeError(f"{owner} must be a mapping, got {type(values).__name__}{_where(source)}")
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"{owner}: unknown key(s) {unknown}; allowed keys are {known}{_where(source)}")
-    return cls(**values)
+    return cls(**check_keys(cls, values, owner + _where(source)))
 
 
 def _check(condition, message, source):
