@@ -287,7 +287,7 @@ def write_outputs(records, config, output_dir):
 
     methods = [m for m in dict.fromkeys(r["method"] for r in records) if not m.startswith("fp32")]
     by_key = {(r["method"], r["precision"]): r for r in records}
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         values = [100 * by_key[(method, p)]["test_acc"] if (method, p) in by_key else np.nan for p in precisions]
@@ -299,7 +299,7 @@ def write_outputs(records, config, output_dir):
     ax.set_ylabel("test accuracy (%)")
     low = min(100 * r["test_acc"] for r in records if "test_acc" in r)
     ax.set_ylim(max(0, low - 5), 100)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, not over them
     ax.set_title("Exported models in paddle.inference")
     fig.tight_layout()
     fig.savefig(os.path.join(output_dir, "accuracy.png"), dpi=120)
