@@ -2,7 +2,6 @@
 paddle_kure/quant/static.py), each showing the problem with raw PaddleSlim 2.6 /
 Paddle 3.3. When one of these tests fails, the problem is gone upstream: delete
 the shim (and the test)."""
-import contextlib
 import subprocess
 import sys
 import textwrap
@@ -10,6 +9,7 @@ import textwrap
 import numpy as np
 import paddle
 import pytest
+from graph_modes import static_mode
 
 from paddle_kure.nn import PACT, pact
 from paddle_kure.quant import InferenceModel, PACTConfig, QuantAwareConfig, post_training_quantize
@@ -57,12 +57,8 @@ def _quantized(bits=8, onnx_format=False, act_preprocess=None):
 
 
 def _exported_program(path):
-    with paddle.pir_utils.OldIrGuard():
-        paddle.enable_static()
-        try:
-            program, _, fetch_vars = paddle.static.load_inference_model(path, paddle.static.Executor(paddle.CPUPlace()))
-        finally:
-            paddle.disable_static()
+    with static_mode("legacy"):
+        program, _, fetch_vars = paddle.static.load_inference_model(path, paddle.static.Executor(paddle.CPUPlace()))
     producers = {out: op.type for op in program.global_block().ops for out in op.output_arg_names}
     return program, producers[fetch_vars[0].name]
 
@@ -147,16 +143,6 @@ def test_ptq_onnx_ops_lack_the_integer_range(tmp_path, monkeypatch):
     assert raw_error > 3 * shim_error
 
 
-@contextlib.contextmanager
-def _legacy_static():
-    with paddle.pir_utils.OldIrGuard():
-        paddle.enable_static()
-        try:
-            yield
-        finally:
-            paddle.disable_static()
-
-
 def _legacy_programs(input_gradient=True):
     main, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(main, startup):
@@ -183,7 +169,7 @@ def _quant_aware(program, for_test):
 
 
 def test_quant_aware_test_program_with_preprocess_needs_test_subgraphs():
-    with _legacy_static():
+    with static_mode("legacy"):
         main, startup, test = _legacy_programs()
         paddle.static.Executor(paddle.CPUPlace()).run(startup)
         with pytest.raises(Exception, match="@GRAD"):
@@ -199,7 +185,7 @@ def _train_once(program):
 
 
 def test_quant_aware_preprocess_on_a_data_input_needs_its_gradient():
-    with _legacy_static():
+    with static_mode("legacy"):
         main, startup, _ = _legacy_programs(input_gradient=False)
         paddle.static.Executor(paddle.CPUPlace()).run(startup)
         with pytest.raises(ValueError, match=r"\['x'\].*allow_input_gradients"):
@@ -214,7 +200,7 @@ def test_quant_aware_preprocess_on_a_data_input_needs_its_gradient():
 
 
 def test_building_the_test_program_resets_shared_alphas():
-    with _legacy_static():
+    with static_mode("legacy"):
         main, startup, test = _legacy_programs()
         paddle.static.Executor(paddle.CPUPlace()).run(startup)
         train = _quant_aware(main, for_test=False)

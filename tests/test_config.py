@@ -1,6 +1,5 @@
 """The YAML config loader: PaddleSlim section names, validation, errors naming key and file."""
 import os
-import shutil
 
 import pytest
 import yaml

@@ -2,6 +2,7 @@
 import numpy as np
 import paddle
 import pytest
+from graph_modes import static_mode
 from kurtosis_reference import kurtosis as ref_kurtosis
 from kurtosis_reference import numerical_grad
 
@@ -127,13 +128,9 @@ def _static_kurtosis_and_grad(x_np):
 
 @pytest.mark.parametrize("ir", ["pir", "legacy"])
 def test_static_graph_forward_and_backward(ir):
-    from paddle.pir_utils import IrGuard, OldIrGuard
-
     x = RNG.laplace(size=(4, 6))
-    paddle.enable_static()
-    with (IrGuard() if ir == "pir" else OldIrGuard()):
+    with static_mode(ir):
         k, gx = _static_kurtosis_and_grad(x)
-    paddle.disable_static()
     np.testing.assert_allclose(float(k), ref_kurtosis(x), rtol=1e-12)
     np.testing.assert_allclose(gx, 2.0 * numerical_grad(ref_kurtosis, x), rtol=1e-6, atol=1e-8)
 

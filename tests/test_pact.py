@@ -1,10 +1,10 @@
 """PACT: forward values and the paper's gradients against hand-computed numbers,
 alpha initialization, and the exact optimizer update of alpha."""
-import contextlib
 
 import numpy as np
 import paddle
 import pytest
+from graph_modes import static_mode
 
 from paddle_kure.nn import PACT, calibrate_pact, pact
 
@@ -93,25 +93,20 @@ def test_l2_and_learning_rate_multiplier_give_the_exact_sgd_update():
 
 @pytest.mark.parametrize("ir", ["legacy", "pir"])
 def test_static_graph_gives_the_same_values_and_gradients(ir):
-    guard = paddle.pir_utils.OldIrGuard() if ir == "legacy" else contextlib.nullcontext()
-    with guard:
-        paddle.enable_static()
-        try:
-            main, startup = paddle.static.Program(), paddle.static.Program()
-            with paddle.static.program_guard(main, startup):
-                x = paddle.static.data("x", [7], "float32")
-                x.stop_gradient = False
-                upstream = paddle.static.data("g", [7], "float32")
-                alpha = paddle.static.create_parameter(
-                    [1], "float32", default_initializer=paddle.nn.initializer.Constant(2.0))
-                y = pact(x, alpha, signed=True)
-                # paddle.sum rejects legacy Variables; mean * n is the same sum.
-                grads = paddle.static.gradients([paddle.mean(y * upstream) * float(X.size)], [x, alpha])
-            exe = paddle.static.Executor(paddle.CPUPlace())
-            exe.run(startup)
-            y_val, dx, dalpha = exe.run(main, feed={"x": X, "g": G}, fetch_list=[y, *grads])
-        finally:
-            paddle.disable_static()
+    with static_mode(ir):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data("x", [7], "float32")
+            x.stop_gradient = False
+            upstream = paddle.static.data("g", [7], "float32")
+            alpha = paddle.static.create_parameter(
+                [1], "float32", default_initializer=paddle.nn.initializer.Constant(2.0))
+            y = pact(x, alpha, signed=True)
+            # paddle.sum rejects legacy Variables; mean * n is the same sum.
+            grads = paddle.static.gradients([paddle.mean(y * upstream) * float(X.size)], [x, alpha])
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        exe.run(startup)
+        y_val, dx, dalpha = exe.run(main, feed={"x": X, "g": G}, fetch_list=[y, *grads])
     ref_y, ref_dx, ref_dalpha = _run(signed=True)
     np.testing.assert_array_equal(y_val, ref_y)
     np.testing.assert_array_equal(dx, ref_dx)

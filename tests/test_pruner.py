@@ -1,9 +1,9 @@
 """MagnitudePruner against numpy references: masks, exact optimizer updates, schedules, exports, resume."""
-import contextlib
 
 import numpy as np
 import paddle
 import pytest
+from graph_modes import static_mode
 
 from paddle_kure.prune import (ConstantSchedule, CubicSchedule, LogSchedule, MagnitudePruner, PruneConfig,
                                magnitude_masks, sparsity_table)
@@ -222,8 +222,7 @@ def build_static_mlp():
 
 @pytest.mark.parametrize("ir", ["legacy", "pir"])
 def test_static_program_masks_after_every_step_and_exports_zeros(ir, tmp_path):
-    paddle.enable_static()
-    with paddle.pir_utils.OldIrGuard() if ir == "legacy" else contextlib.nullcontext():
+    with static_mode(ir):
         main, startup, x, logits, loss = build_static_mlp()
         exe = paddle.static.Executor(paddle.CPUPlace())
         exe.run(startup)

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import paddle
 import pytest
+from graph_modes import static_mode
 
 from paddle_kure.quant import (InferenceModel, KureConfig, PACTConfig, QuantAwareConfig, apply_kure,
                                export_quantized, post_training_quantize, prepare_qat)
@@ -60,12 +61,8 @@ def _eval(model, images):
 
 
 def _op_attrs(path, op_type, attr):
-    with paddle.pir_utils.OldIrGuard():
-        paddle.enable_static()
-        try:
-            program, _, _ = paddle.static.load_inference_model(path, paddle.static.Executor(paddle.CPUPlace()))
-        finally:
-            paddle.disable_static()
+    with static_mode("legacy"):
+        program, _, _ = paddle.static.load_inference_model(path, paddle.static.Executor(paddle.CPUPlace()))
     return [op.attr(attr) for op in program.global_block().ops if op.type == op_type]
 
 

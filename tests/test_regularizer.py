@@ -2,6 +2,7 @@
 import numpy as np
 import paddle
 import pytest
+from graph_modes import static_mode
 from kurtosis_reference import kure_term
 from kurtosis_reference import kurtosis as ref_kurtosis
 
@@ -81,12 +82,8 @@ def _static_sgd_step(as_optimizer_weight_decay):
 @pytest.mark.parametrize("as_weight_decay", [False, True], ids=["param_attr", "optimizer_weight_decay"])
 @pytest.mark.parametrize("ir", ["pir", "legacy"])
 def test_sgd_step_static(ir, as_weight_decay):
-    from paddle.pir_utils import IrGuard, OldIrGuard
-
-    paddle.enable_static()
-    with (IrGuard() if ir == "pir" else OldIrGuard()):
+    with static_mode(ir):
         w1 = _static_sgd_step(as_weight_decay)
-    paddle.disable_static()
     np.testing.assert_allclose(w1, expected_sgd(W0), rtol=1e-5, atol=1e-6)
 
 
