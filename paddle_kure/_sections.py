@@ -1,4 +1,4 @@
-"""The one check every config dataclass applies to a mapping read from YAML."""
+"""Checks the config dataclasses share: keys read from YAML, sizes and dropout rates."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,3 +19,19 @@ def check_keys(cls, values, where: str) -> dict:
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; allowed keys: {', '.join(allowed)}")
     return dict(values)
+
+
+def check_positive_ints(config, names) -> None:
+    """A ValueError naming ``Class.field`` for each field in ``names`` that is not an int >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive int, got {value!r}")
+
+
+def check_dropout(config, names) -> None:
+    """A ValueError naming ``Class.field`` for each field in ``names`` outside [0, 1)."""
+    for name in names:
+        value = getattr(config, name)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{type(config).__name__}.{name} must be in [0, 1), got {value!r}")

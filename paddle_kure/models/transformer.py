@@ -26,6 +26,7 @@ from paddle import nn
 
 from paddle_kure.nn.quantizers import QuantLinear
 
+from .._sections import check_dropout, check_positive_ints
 from .attention import self_attention
 
 __all__ = ["TransformerClassifier", "TransformerConfig", "model_size_bits"]
@@ -47,16 +48,12 @@ class TransformerConfig:
     pad_id: int = 0
 
     def __post_init__(self):
-        for name in ("vocab_size", "num_classes", "d_model", "num_heads", "d_ff", "num_layers",
-                     "max_len", "classifier_hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TransformerConfig.{name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "num_classes", "d_model", "num_heads", "d_ff", "num_layers",
+                                   "max_len", "classifier_hidden"))
         if self.d_model % self.num_heads:
             raise ValueError(f"TransformerConfig.d_model ({self.d_model}) must be divisible by "
                              f"num_heads ({self.num_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        check_dropout(self, ("dropout",))
 
 
 class MultiHeadSelfAttention(nn.Layer):
