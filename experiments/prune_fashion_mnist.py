@@ -31,7 +31,7 @@ from paddle_kure.prune import CubicSchedule, LogSchedule, MagnitudePruner
 
 from paddle_kure.data import load_fashion_mnist
 from paddle_kure.models import SmallCNN
-from paddle_kure.train import evaluate, fit
+from paddle_kure.train import accuracy, evaluate, fit
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 # The experiment's CNN: half the channels of run's default, so that 90% sparsity is hard.
@@ -78,7 +78,7 @@ def qat_experiment(granularity, model, pruner, train_data, test_data, args) -> d
     with tempfile.TemporaryDirectory() as export_dir:
         path = os.path.join(export_dir, "qat_w8a8_pruned75")
         export_quantized(model, path, [paddle.static.InputSpec([None, 1, 28, 28], "float32")], config)
-        result["exported_accuracy"] = float((InferenceModel(path).predict(test_data[0], batch_size=1000).argmax(-1) == test_data[1]).mean())
+        result["exported_accuracy"] = accuracy(InferenceModel(path).predict(test_data[0], batch_size=1000), test_data[1])
     print(f"{granularity} cubic 75% + QAT W8A8: {result['accuracy']:.4f}, exported "
           f"{result['exported_accuracy']:.4f}; FP32 control {result['fp32_same_epochs']:.4f}", flush=True)
     return result
