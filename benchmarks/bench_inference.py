@@ -71,6 +71,7 @@ def main(argv=None) -> int:
 
     import paddle_kure  # noqa: F401  (registers the custom operators a saved model may use)
     from paddle_kure.data import load_fashion_mnist
+    from paddle_kure.train import accuracy
 
     prefixes = {name: os.path.join(args.run_dir, "export", name) for name in args.models}
     missing = [p + ".pdmodel" for p in prefixes.values() if not os.path.isfile(p + ".pdmodel")]
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
             for batch in args.batch_sizes:
                 images = np.ascontiguousarray(test.test_images[:batch])
                 seconds, logits = time_predictor(predictor, images, args.repeats, args.warmup)
-                agreement = float((logits.argmax(1) == test.test_labels[:batch]).mean())
+                agreement = accuracy(logits, test.test_labels[:batch])
                 rows.append({"model": name, "setup": setup, "batch": batch, "latency_ms": 1000 * seconds,
                              "images_per_s": batch / seconds, "batch_accuracy": agreement})
 
