@@ -125,10 +125,10 @@ class KurePlan:
         if not self.chosen:
             raise ValueError("KurePlan.attach: the selection chose no parameter; print the plan to see why")
         KurtosisDecay(coeff, target, l2_coeff or 0.0)  # validates before any parameter changes
-        params = self.parameters()
-        kept = [_kept_l2(row.name, param, l2_coeff) for row, param in zip(self._chosen_rows(), params)]
+        rows, params = self._chosen_rows(), self.parameters()
+        kept = [_kept_l2(row.name, param, l2_coeff) for row, param in zip(rows, params)]  # all checked first
         regularizers = {}
-        for row, param, l2 in zip(self._chosen_rows(), params, kept):
+        for row, param, l2 in zip(rows, params, kept):
             if l2 not in regularizers:
                 regularizers[l2] = KurtosisDecay(coeff / len(params), target, l2)
             param.regularizer = regularizers[l2]
