@@ -219,3 +219,44 @@ def test_quant_aware_rejects_pir_programs():
             quant_aware(paddle.static.Program(), paddle.CPUPlace(), for_test=True)
     finally:
         paddle.disable_static()
+
+
+def test_quant_aware_onnx_ops_lack_the_integer_range(monkeypatch):
+    from test_lowbit import _static_qat
+
+    monkeypatch.setattr(compat, "set_program_quantization_range", lambda program: None)  # raw quant_aware
+    w8, w4 = (_static_qat(None, bits, bits, True, False, steps=2)[0] for bits in (8, 4))
+    np.testing.assert_array_equal(w8, w4)  # W4 computes what W8 computes
+
+
+def test_quant_aware_test_program_quantizes_weights_with_stale_scales(monkeypatch):
+    from test_lowbit import _static_qat, fake_quantize
+
+    monkeypatch.setattr(compat, "quantize_weights_with_current_scale", lambda program: None)
+    for onnx_format in (True, False):
+        _, checks, _, _ = _static_qat(None, 8, 8, onnx_format, False, steps=1)
+        for dequantized, weight, axis in checks:
+            assert np.abs(dequantized - fake_quantize(weight, 8, axis)).max() > 1e-3 * np.abs(weight).max()
+
+
+def test_convert_loses_the_scales_of_preprocessed_inputs(tmp_path, monkeypatch):
+    import contextlib
+
+    from test_lowbit import _static_qat
+
+    monkeypatch.setattr(compat, "freeze_pass_knows_preprocessed_inputs", contextlib.nullcontext)
+    with pytest.raises(KeyError, match="flatten_0.tmp_0"):
+        _static_qat(tmp_path, 8, 8, False, True, steps=1)
+
+
+def test_dygraph_onnx_export_rounds_ties_unlike_training(tmp_path, monkeypatch):
+    from test_lowbit import _dygraph_qat
+
+    monkeypatch.setattr(compat, "set_quantization_range", lambda path: None)  # raw export
+    trained, _, _, path = _dygraph_qat(tmp_path, 8, 8, True, False)
+    program, _ = _exported_program(path)
+    assert not any(op.has_attr("round_type") for op in program.global_block().ops if op.type == "quantize_linear")
+    from test_lowbit import IMAGES
+
+    exported = InferenceModel(path).predict(IMAGES)
+    assert np.abs(exported - trained).max() > 1e-3 * (trained.max() - trained.min())

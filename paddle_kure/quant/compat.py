@@ -16,10 +16,13 @@ __all__ = [
     "allow_input_gradients",
     "check_input_gradients",
     "drop_output_quantization",
+    "freeze_pass_knows_preprocessed_inputs",
     "import_paddleslim",
     "keep_paddle_mode",
     "pact_layer_class",
+    "quantize_weights_with_current_scale",
     "save_quantized_model",
+    "set_program_quantization_range",
     "set_quantization_range",
     "test_subgraphs_for_test",
 ]
@@ -88,6 +91,7 @@ def save_quantized_model(model, path: str, input_spec, activation_bits: int, onn
         saver.save_quantized_model(layer=model, path=path, input_spec=input_spec)
     if onnx_format:
         drop_output_quantization(path)
+        set_quantization_range(path)
 
 
 def _rewrite_saved_model(path: str, rewrite) -> None:
@@ -142,22 +146,72 @@ def drop_output_quantization(path: str) -> None:
     _rewrite_saved_model(path, rewrite)
 
 
-def set_quantization_range(path: str) -> None:
-    """Gives every quantize_linear/dequantize_linear op of the saved model at
-    ``path`` the integer range of its ``bit_length``.
+_LINEAR_QUANT_OPS = ("quantize_linear", "dequantize_linear")
 
-    ``quant_post_static(onnx_format=True)`` writes these ops without ``qmin`` /
-    ``qmax``, and Paddle's kernels then use the 8-bit range whatever the
-    ``bit_length``: a 4-bit PTQ model dequantizes its weights 127/7 times too
-    small (chance accuracy on Fashion-MNIST).
+
+def _set_range(desc) -> None:
+    """Gives one quantize_linear/dequantize_linear op desc the symmetric integer
+    range of its ``bit_length``, ``-(2^(b-1) - 1)`` to ``2^(b-1) - 1``, and
+    rounding half away from zero (``round_type`` 1): what PaddleSlim's fake
+    quantizers train with."""
+    if desc.type() in _LINEAR_QUANT_OPS:
+        qmax = 2 ** (desc.attr("bit_length") - 1) - 1
+        desc._set_int32_attr("qmax", qmax)
+        desc._set_int32_attr("qmin", -qmax)
+        if not desc.has_attr("round_type"):
+            desc._set_int32_attr("round_type", 1)
+
+
+def set_program_quantization_range(program) -> None:
+    """Gives every quantize_linear/dequantize_linear op of ``program`` (a legacy
+    Program, or the CompiledProgram that ``paddleslim.quant.quant_aware`` returns
+    for training) the integer range of its ``bit_length``.
+
+    ``quant_aware(onnx_format=True)`` and ``quant_post_static(onnx_format=True)``
+    write these ops without ``qmin``/``qmax``, and Paddle's kernels then use the
+    8-bit range whatever the ``bit_length``: a W4 program computes exactly what
+    the W8 program computes. Paddle's dygraph export also leaves ``round_type``
+    at its default, rounding ties to even where training rounded them away from
+    zero: activations on a tie (frequent after quantized layers) move by one step.
     """
+    graph = getattr(program, "_graph", None)
+    if graph is not None:  # a CompiledProgram built from PaddleSlim's IrGraph
+        for node in graph.nodes():
+            if node.is_op():
+                _set_range(node.op())
+        return
+    for block in program.blocks:
+        for op in block.ops:
+            _set_range(op.desc)
+
+
+_WEIGHT_QUANT_OPS = ("quantize_linear", "fake_channel_wise_quantize_abs_max", "fake_quantize_abs_max")
+
+
+def quantize_weights_with_current_scale(program) -> None:
+    """Makes the weight quantize ops of a test ``program`` from
+    ``paddleslim.quant.quant_aware(for_test=True)`` compute each weight's scale
+    from the weight as it is.
+
+    Built with ``is_test=True``, they reuse the scale that the training program
+    stored at its last step, before the optimizer moved the weights: the test
+    program then quantizes with stale scales (all zero before the first step),
+    while ``convert`` and the exported model use the current ones.
+    """
+    block = program.global_block()
+    for op in block.ops:
+        if op.type in _WEIGHT_QUANT_OPS and block._find_var_recursive(op.input("X")[0]).persistable:
+            op._set_attr("is_test", False)
+            if op.type == "quantize_linear" and "OutScale" not in op.output_names:
+                op.desc.set_output("OutScale", op.input("Scale"))  # where the computed scale goes
+    program._sync_with_cpp()
+
+
+def set_quantization_range(path: str) -> None:
+    """:func:`set_program_quantization_range` on the saved model at ``path``."""
 
     def rewrite(block):
-        for op in block.ops:
-            if op.type in ("quantize_linear", "dequantize_linear") and not op.has_attr("qmax"):
-                qmax = 2 ** (op.attr("bit_length") - 1) - 1
-                op._set_attr("qmax", qmax)
-                op._set_attr("qmin", -qmax - 1)
+        set_program_quantization_range(block.program)
         return {}
 
     _rewrite_saved_model(path, rewrite)
@@ -185,6 +239,40 @@ def test_subgraphs_for_test():
         yield
     finally:
         IrGraph.all_sub_graphs = original
+
+
+@contextlib.contextmanager
+def freeze_pass_knows_preprocessed_inputs():
+    """Lets ``QuantizationFreezePass`` (run by ``paddleslim.quant.convert``) find
+    the scale of an activation that a preprocess function (PACT) fed to its
+    fake-quantize op.
+
+    ``quant_aware`` records "preprocess output -> original variable" in its own
+    graph's ``out_node_mapping_table``; ``convert`` builds a new graph without that
+    table, so the legacy-format freeze pass files the scale under the PACT
+    output's name and then looks it up under the original one
+    (``KeyError: 'flatten_0.tmp_0'``). The fake-quantize op's output,
+    ``<original>.quantized``, still names the original: the table is rebuilt from it.
+    """
+    from paddle.static.quantization import QuantizationFreezePass
+
+    original = QuantizationFreezePass.apply
+
+    def apply(self, graph):
+        table = getattr(graph, "out_node_mapping_table", {})
+        for op_node in graph.all_op_nodes():
+            if op_node.name() in self._fake_quant_op_names:
+                source, quantized = op_node.input("X")[0], op_node.output("Out")[0]
+                if quantized.endswith(".quantized") and quantized[: -len(".quantized")] != source:
+                    table.setdefault(source, quantized[: -len(".quantized")])
+        graph.out_node_mapping_table = table
+        return original(self, graph)
+
+    QuantizationFreezePass.apply = apply
+    try:
+        yield
+    finally:
+        QuantizationFreezePass.apply = original
 
 
 def pact_layer_class(pact_config) -> type:

@@ -143,7 +143,11 @@ def quant_aware_programs(train_program, test_program, place, config: QuantAwareC
                   optimizer_func=optimizer_func, executor=executor)
     with compat.test_subgraphs_for_test():
         test = quant_aware(test_program, for_test=True, **common)
+    compat.quantize_weights_with_current_scale(test)
     train = quant_aware(train_program, for_test=False, **common)
+    if config.onnx_format:
+        for program in (train, test):
+            compat.set_program_quantization_range(program)
     return train, test
 
 
@@ -157,7 +161,8 @@ def export_static(test_program, path: str, feed_names, fetch_vars, place, config
 
     scope = scope or paddle.static.global_scope()
     executor = executor or paddle.static.Executor(place)
-    inference_program = convert(test_program, place, _slim_config(config), scope=scope)
+    with compat.freeze_pass_knows_preprocessed_inputs():
+        inference_program = convert(test_program, place, _slim_config(config), scope=scope)
     feed_vars = [inference_program.global_block().var(name) for name in feed_names]
     with paddle.static.scope_guard(scope):
         paddle.static.save_inference_model(path, feed_vars, fetch_vars, executor, program=inference_program)
