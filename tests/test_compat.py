@@ -245,7 +245,7 @@ def test_convert_loses_the_scales_of_preprocessed_inputs(tmp_path, monkeypatch):
     from test_lowbit import _static_qat
 
     monkeypatch.setattr(compat, "freeze_pass_knows_preprocessed_inputs", contextlib.nullcontext)
-    with pytest.raises(KeyError, match="flatten_0.tmp_0"):
+    with pytest.raises(KeyError):  # the name of the first preprocessed input
         _static_qat(tmp_path, 8, 8, False, True, steps=1)
 
 
