@@ -11,7 +11,7 @@ venv: $(STAMP)
 
 $(STAMP): requirements.lock requirements-nodeps.txt setup.py pyproject.toml $(wildcard csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip==26.3 setuptools==84.2.1 wheel==0.48.0
+	$(PY) -m pip install -q --upgrade pip==26.3 setuptools==80.9.0 wheel==0.48.0
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.metadata
-import sys
-import types
 
 __all__ = [
     "allow_input_gradients",
@@ -28,29 +25,16 @@ __all__ = [
 ]
 
 
-def _install_pkg_resources_stand_in() -> None:
-    """PaddleSlim imports ``pkg_resources`` (gone from setuptools >= 81) only to
-    call ``pkg_resources.require('onnx')`` before loading ONNX models."""
-
-    def require(requirement: str):
-        name = requirement.split("=")[0].split("<")[0].split(">")[0].strip()
-        try:
-            importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError as err:
-            raise ModuleNotFoundError(f"{requirement} is required by PaddleSlim but not installed") from err
-        return []
-
-    stand_in = types.ModuleType("pkg_resources")
-    stand_in.require = require
-    sys.modules["pkg_resources"] = stand_in
-
-
 def import_paddleslim():
-    """Imports and returns ``paddleslim``, supplying what its imports need."""
+    """Imports and returns ``paddleslim``, or says what to install: PaddleSlim 2.6
+    imports ``pkg_resources``, which setuptools 81 and later no longer ship."""
     try:
         importlib.import_module("pkg_resources")
-    except ModuleNotFoundError:
-        _install_pkg_resources_stand_in()
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "PaddleSlim imports pkg_resources, which setuptools >= 81 no longer ships: "
+            "pip install 'setuptools<81' (paddle_kure's own install pins it)"
+        ) from err
     return importlib.import_module("paddleslim")
 
 
