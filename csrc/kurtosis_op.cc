@@ -161,6 +161,8 @@ void check_floating(const paddle::Tensor& x, const char* op) {
   PD_CHECK(ok, op,
            ": input must be float32 or float64 (float16/bfloat16 on GPU), got ",
            phi::DataTypeToString(dt));
+  // Static graphs learn the size only when they run: an empty tensor has no kurtosis.
+  PD_CHECK(x.numel() > 0, op, ": input tensor is empty (0 elements); kurtosis needs at least one");
 }
 
 }  // namespace

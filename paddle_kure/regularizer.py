@@ -5,7 +5,7 @@ import math
 
 from paddle import pir
 from paddle.base import framework
-from paddle.regularizer import WeightDecayRegularizer
+from paddle.regularizer import L2Decay, WeightDecayRegularizer
 
 from .ops import kurtosis_decay_grad
 
@@ -36,7 +36,16 @@ class KurtosisDecay(WeightDecayRegularizer):
     ``coeff = lambda / L`` to match it.
 
     Because a ``ParamAttr`` regularizer replaces the optimizer's ``weight_decay``
-    for that parameter, ``l2_coeff`` keeps an L2 decay on it.
+    for that parameter, ``l2_coeff`` keeps an L2 decay on it. ``AdamW`` is the
+    exception: it applies its own decoupled decay to every parameter whatever its
+    regularizer, so under ``AdamW`` leave ``l2_coeff`` at 0 (AdamW also refuses a
+    regularizer as its ``weight_decay``: set ``KurtosisDecay`` in ``ParamAttr``).
+
+    The KURE paper regularizes weights only: parameters with fewer than
+    ``min_ndim`` dimensions (biases, normalization scales) get only the
+    ``l2_coeff`` term, which matters when ``KurtosisDecay`` is an optimizer's
+    ``weight_decay`` and so covers every parameter. ``min_ndim=1`` regularizes
+    them too.
 
     A constant tensor (or one of a single element) has no defined kurtosis: its
     kurtosis term is zero.
@@ -45,6 +54,8 @@ class KurtosisDecay(WeightDecayRegularizer):
         coeff (float): weight of the kurtosis term, >= 0.
         target (float, optional): target kurtosis, > 1 (1.8 uniform, 3 normal). Default 1.8.
         l2_coeff (float, optional): L2 decay applied together, >= 0. Default 0.0.
+        min_ndim (int, optional): the kurtosis term applies to parameters of at
+            least this many dimensions, >= 1. Default 2.
 
     Examples:
         .. code-block:: python
@@ -60,7 +71,7 @@ class KurtosisDecay(WeightDecayRegularizer):
             >>> opt.step()  # the weight's gradient included the kurtosis term
     """
 
-    def __init__(self, coeff: float = 0.0, target: float = 1.8, l2_coeff: float = 0.0) -> None:
+    def __init__(self, coeff: float = 0.0, target: float = 1.8, l2_coeff: float = 0.0, min_ndim: int = 2) -> None:
         super().__init__()
         for name, value in (("coeff", coeff), ("target", target), ("l2_coeff", l2_coeff)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -71,6 +82,11 @@ class KurtosisDecay(WeightDecayRegularizer):
             raise ValueError(f"KurtosisDecay: l2_coeff must be >= 0, got {l2_coeff}")
         if target <= 1.0:
             raise ValueError(f"KurtosisDecay: target must be > 1 (every distribution has K >= 1), got {target}")
+        if isinstance(min_ndim, bool) or not isinstance(min_ndim, int):
+            raise TypeError(f"KurtosisDecay: min_ndim must be an int, got {min_ndim!r}")
+        if min_ndim < 1:
+            raise ValueError(f"KurtosisDecay: min_ndim must be >= 1, got {min_ndim}")
+        self._min_ndim = min_ndim
         self._coeff = float(coeff)
         self._target = float(target)
         self._l2_coeff = float(l2_coeff)
@@ -87,6 +103,10 @@ class KurtosisDecay(WeightDecayRegularizer):
     def l2_coeff(self) -> float:
         return self._l2_coeff
 
+    @property
+    def min_ndim(self) -> int:
+        return self._min_ndim
+
     def __call__(self, param, grad, block):
         """Returns the regularization term added to ``param``'s gradient.
 
@@ -97,6 +117,8 @@ class KurtosisDecay(WeightDecayRegularizer):
         """
         assert isinstance(param, (framework.Variable, pir.Value, pir.core.ParameterMeta))
         assert isinstance(block, (framework.Block, pir.Block))
+        if len(param.shape) < self._min_ndim:
+            return L2Decay(self._l2_coeff)(param, grad, block)
         # kurtosis_decay_grad dispatches dygraph/PIR and legacy static itself.
         return kurtosis_decay_grad(param, self._coeff, self._target, self._l2_coeff, block=block)
 
@@ -104,4 +126,6 @@ class KurtosisDecay(WeightDecayRegularizer):
         text = f"KurtosisDecay, coeff={self._coeff:f}, target={self._target:f}"
         if self._l2_coeff:
             text += f", l2_coeff={self._l2_coeff:f}"
+        if self._min_ndim != 2:
+            text += f", min_ndim={self._min_ndim}"
         return text

@@ -380,4 +380,17 @@ def attach_kure(model, coeff: float = 1.0, target: float = 1.8, l2_coeff: Option
             >>> opt = paddle.optimizer.Adam(1e-3, parameters=model.parameters(),
             ...                             weight_decay=paddle.regularizer.L2Decay(1e-4))
     """
+    if isinstance(model, (paddle.static.Program, paddle.base.framework.Program)) and _has_backward(model):
+        raise ValueError(
+            "attach_kure: the Program already has its gradient ops, so a regularizer set now would never run; "
+            "attach KURE before the optimizer's minimize"
+        )
     return plan_kure(model, **selection).attach(coeff, target, l2_coeff)
+
+
+def _has_backward(program) -> bool:
+    """Whether ``minimize`` (or ``append_backward``) already ran on the Program:
+    regularizers are read while it builds the update ops."""
+    ops = program.global_block().ops
+    names = [op.name() if callable(getattr(op, "name", None)) else op.type for op in ops]
+    return any(name.endswith("_grad") for name in names)

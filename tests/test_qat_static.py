@@ -144,3 +144,14 @@ def test_quant_aware_programs_refuses_bad_programs():
         with pytest.raises(ValueError, match=r"\['x'\].*allow_input_gradients"):
             quant_aware_programs(main, main, paddle.CPUPlace(), QuantAwareConfig(use_pact=True),
                                  optimizer_func=lambda: paddle.optimizer.SGD(0.1))
+
+
+@pytest.mark.parametrize("ir", ["legacy", "pir"])
+def test_kure_after_minimize_is_refused(ir):
+    with static_mode(ir):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            loss = paddle.mean(_two_layer_net(paddle.static.data("x", [None, 5], "float32")))
+            paddle.optimizer.SGD(0.1).minimize(loss)
+            with pytest.raises(ValueError, match="before the optimizer's minimize"):
+                add_kurtosis_regularization(main)

@@ -191,6 +191,8 @@ def test_save_load_and_jit_save_of_a_regularized_model(tmp_path):
         ({"coeff": 1.0, "target": 0.5}, ValueError, "target"),
         ({"coeff": "big"}, TypeError, "coeff"),
         ({"coeff": float("nan")}, TypeError, "coeff"),
+        ({"min_ndim": 0}, ValueError, "min_ndim"),
+        ({"min_ndim": 2.0}, TypeError, "min_ndim"),
     ],
 )
 def test_bad_arguments(kwargs, error, text):
@@ -203,3 +205,46 @@ def test_str_reads_like_paddle():
     assert str(KurtosisDecay(0.01, 3.0, 1e-4)) == "KurtosisDecay, coeff=0.010000, target=3.000000, l2_coeff=0.000100"
     assert isinstance(KurtosisDecay(0.1), paddle.regularizer.WeightDecayRegularizer)
     assert paddle_kure.KurtosisDecay is KurtosisDecay
+
+
+def _bias_net():
+    net = paddle.nn.Linear(6, 4, weight_attr=paddle.ParamAttr(initializer=paddle.nn.initializer.Assign(W0)),
+                           bias_attr=paddle.ParamAttr(initializer=paddle.nn.initializer.Assign(W0[0])))
+    return net
+
+
+@pytest.mark.parametrize("min_ndim", [2, 1])
+def test_optimizer_wide_decay_leaves_kurtosis_off_1d_parameters(min_ndim):
+    """As an optimizer's weight_decay, the kurtosis term reaches weights only
+    (biases get the L2 part), unless min_ndim=1 opts them back in."""
+    l2 = 0.3
+    net = _bias_net()
+    decay = KurtosisDecay(COEFF, TARGET, l2_coeff=l2, min_ndim=min_ndim)
+    opt = paddle.optimizer.SGD(LR, parameters=net.parameters(), weight_decay=decay)
+    out = net(paddle.to_tensor(X))
+    out.square().mean().backward()
+    grad_b = net.bias.grad.numpy().astype(np.float64)
+    opt.step()
+    b0 = W0[0].astype(np.float64)
+    bias_term = kure_term(b0, COEFF, TARGET, l2) if min_ndim == 1 else l2 * b0
+    np.testing.assert_allclose(net.bias.numpy(), b0 - LR * (grad_b + bias_term), rtol=1e-5, atol=1e-6)
+    x = X.astype(np.float64)
+    grad_w = 2.0 * x.T @ (x @ W0 + b0) / (x.shape[0] * 4)
+    np.testing.assert_allclose(net.weight.numpy(), W0 - LR * (grad_w + kure_term(W0, COEFF, TARGET, l2)),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("ir", ["pir", "legacy"])
+def test_optimizer_wide_decay_static_skips_1d_parameters(ir):
+    with static_mode(ir):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            b = paddle.static.create_parameter([4], "float32", attr=paddle.ParamAttr(
+                name="b", initializer=paddle.nn.initializer.Assign(W0[0])))
+            loss = paddle.mean(b * 1.0)  # d loss / d b = 1/4
+            paddle.optimizer.SGD(LR, weight_decay=KurtosisDecay(COEFF, TARGET, l2_coeff=0.3)).minimize(loss)
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        exe.run(startup)
+        exe.run(main)
+        b1 = np.array(paddle.static.global_scope().find_var("b").get_tensor())
+    np.testing.assert_allclose(b1, W0[0] - LR * (0.25 + 0.3 * W0[0]), rtol=1e-5, atol=1e-6)

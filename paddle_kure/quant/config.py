@@ -164,7 +164,7 @@ class KureConfig(_FromDict):
         target: target kurtosis (1.8 = uniform).
         l2_coeff: L2 decay kept on the chosen weights (a per-parameter
             regularizer replaces the optimizer's ``weight_decay``): set it to the
-            optimizer's ``weight_decay``.
+            optimizer's ``weight_decay`` (0 under AdamW, whose decoupled decay applies anyway).
         params: which weights: a list of parameter names (as in
             ``model.named_parameters()`` before quantization; regular expressions
             matching whole names, see :func:`paddle_kure.plan_kure`), a predicate
