@@ -43,7 +43,7 @@ from paddle_kure.data.text import load_rotten_tomatoes
 from paddle_kure.models import BertClassifier, load_minilm
 from paddle_kure.quant import KureConfig, QuantAwareConfig, prepare_qat
 from paddle_kure.selection import plan_kure
-from paddle_kure.transformer_study import evaluate, padded_batches
+from paddle_kure.apps.transformer_study import evaluate, padded_batches
 
 ARMS = {
     "qat": "INT8 QAT",

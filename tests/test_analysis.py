@@ -7,7 +7,7 @@ import paddle
 import pytest
 from scipy import stats
 
-from paddle_kure.analysis import (KurtosisReport, load_named_arrays, outliers_log_mad, outliers_mean_std,
+from paddle_kure.apps.report import (KurtosisReport, load_named_arrays, outliers_log_mad, outliers_mean_std,
                                   tensor_kurtosis)
 from paddle_kure.cli import main as cli_main
 

@@ -4,7 +4,7 @@ import os
 import pytest
 import yaml
 
-from paddle_kure.config import ConfigError, RunConfig, config_from_dict, default_config_path, load_config
+from paddle_kure.apps.run_config import ConfigError, RunConfig, config_from_dict, default_config_path, load_config
 from paddle_kure.quant import QuantAwareConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from paddle_kure.cli import main as cli_main
-from paddle_kure.commands.robustness import load_model
+from paddle_kure.apps.robustness import load_model
 from paddle_kure.data import load_fashion_mnist
 from paddle_kure.models import SmallCNN
 from paddle_kure.train import fit, make_optimizer

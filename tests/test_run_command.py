@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from paddle_kure.cli import main as cli_main
-from paddle_kure.commands.run import choose_kure_weights
-from paddle_kure.config import KurtosisConfig
+from paddle_kure.apps.run import choose_kure_weights
+from paddle_kure.apps.run_config import KurtosisConfig
 
 TINY = {
     "Global": {"seed": 11, "train_size": 256, "val_size": 200, "test_size": 300},

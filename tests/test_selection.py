@@ -10,7 +10,7 @@ from kurtosis_reference import kure_term, numerical_grad
 from kurtosis_reference import kurtosis as ref_kurtosis
 
 from paddle_kure import ActivationKurtosis, Kure, KurtosisDecay, KurtosisLoss, attach_kure, plan_kure
-from paddle_kure.config import ConfigError, KurtosisConfig, load_config
+from paddle_kure.apps.run_config import ConfigError, KurtosisConfig, load_config
 from paddle_kure.selection import select_tensors
 
 

@@ -18,7 +18,7 @@ from paddle_kure.nn.quantizers import (
     set_quantization_enabled,
     update_ede,
 )
-from paddle_kure import transformer_study as study
+from paddle_kure.apps import transformer_study as study
 
 CONFIGS = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
 TINY = dict(vocab_size=10, num_classes=2, d_model=4, num_heads=2, d_ff=8, num_layers=1, max_len=5,

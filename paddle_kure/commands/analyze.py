@@ -3,7 +3,7 @@
 MODEL is a ``.pdparams`` state dict, a Paddle inference model (path prefix,
 ``.pdmodel``/``.json`` or ``.pdiparams`` file, or a folder holding one), or
 ``minilm`` for the bundled pretrained all-MiniLM-L6-v2. See
-:mod:`paddle_kure.analysis` for the rules.
+:mod:`paddle_kure.apps.report` for the rules.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def add_arguments(parser):
 
 
 def main(args) -> int:
-    from paddle_kure.analysis import KurtosisReport
+    from paddle_kure.apps.report import KurtosisReport
 
     try:
         report = KurtosisReport.from_model(args.model, all_tensors=args.all_tensors,

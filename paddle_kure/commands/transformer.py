@@ -22,7 +22,7 @@ def add_arguments(parser):
 def main(args) -> int:
     import dataclasses
 
-    from paddle_kure import transformer_study as study
+    from paddle_kure.apps import transformer_study as study
 
     config = study.load_study_config(args.config)
     overrides = {key: value for key, value in (("seeds", args.seeds), ("epochs", args.epochs)) if value}

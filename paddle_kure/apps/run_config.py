@@ -10,7 +10,7 @@ the key and the file.
 Example:
     .. code-block:: python
 
-        >>> from paddle_kure.config import load_config, default_config_path
+        >>> from paddle_kure.apps.run_config import load_config, default_config_path
         >>> config = load_config(default_config_path())
         >>> print(config.TrainConfig.epochs, config.precisions())
         2 [(8, 8), (4, 4)]
@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
-from ._sections import check_keys
+from .._sections import check_keys
 
 __all__ = [
     "ConfigError",
@@ -47,7 +47,7 @@ class ConfigError(ValueError):
 
 def default_config_path() -> str:
     """The config shipped inside the package (``paddle_kure/configs/default.yaml``)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.yaml")
 
 
 def _is_number(value) -> bool:
@@ -199,7 +199,7 @@ class KurtosisConfig(_Section):
     on_activations: bool = False
 
     def validate(self):
-        from .selection import AUTO_EXCLUDE_RULES
+        from ..selection import AUTO_EXCLUDE_RULES
 
         _float("coeff", self.coeff, 0.0)
         _float("target", self.target, 1.0, inclusive=False)
@@ -285,7 +285,7 @@ class RunConfig:
 
     def quant_config(self, weight_bits: int, activation_bits: int, use_pact: bool = False):
         """The :class:`QuantAwareConfig` of one precision."""
-        from .quant.config import QuantAwareConfig
+        from ..quant.config import QuantAwareConfig
 
         values = dict(self.QuantAware, weight_bits=weight_bits, activation_bits=activation_bits, use_pact=use_pact)
         return QuantAwareConfig.from_dict(values, source=self.source)
@@ -338,7 +338,7 @@ def _section(cls, values, section, source):
 
 def _quant_aware(values, source):
     """Checks the QuantAware section: each precision must make a valid QuantAwareConfig."""
-    from .quant.config import QuantAwareConfig
+    from ..quant.config import QuantAwareConfig
 
     where = f"{source}: QuantAware"
     if values is None:
@@ -374,7 +374,7 @@ def config_from_dict(data: dict, source: str = "<dict>") -> RunConfig:
                 for name, cls in SECTIONS.items() if cls is not None}
     sections["QuantAware"] = _quant_aware(data.get("QuantAware"), source)
     if data.get("Prune") is not None:
-        from .prune.config import PruneConfig
+        from ..prune.config import PruneConfig
 
         sections["Prune"] = PruneConfig.from_dict(data["Prune"], source=source)
     return RunConfig(**sections, source=source)

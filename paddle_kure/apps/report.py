@@ -11,7 +11,7 @@ Example:
     .. code-block:: python
 
         >>> import paddle
-        >>> from paddle_kure.analysis import KurtosisReport
+        >>> from paddle_kure.apps.report import KurtosisReport
         >>> model = paddle.nn.Sequential(paddle.nn.Linear(64, 32), paddle.nn.Linear(32, 8))
         >>> report = KurtosisReport.from_arrays({n: p.numpy() for n, p in model.named_parameters()})
         >>> print([row.name for row in report.rows])  # 2+ dimensional tensors by default
@@ -74,7 +74,7 @@ def outliers_mean_std(values, num_std=3.0):
     Examples:
         .. code-block:: python
 
-            >>> from paddle_kure.analysis import outliers_mean_std
+            >>> from paddle_kure.apps.report import outliers_mean_std
             >>> values = [3.0, 3.2, 2.9, 3.1, 3.0, 3.3, 2.8, 3.1, 3.0, 3.2, 2.9, 500.0]
             >>> outliers_mean_std(values).nonzero()[0].tolist()
             [11]
@@ -122,7 +122,7 @@ def outliers_log_mad(values, k=3.5, min_ratio=2.0):
     Examples:
         .. code-block:: python
 
-            >>> from paddle_kure.analysis import outliers_log_mad
+            >>> from paddle_kure.apps.report import outliers_log_mad
             >>> outliers_log_mad([3.0, 3.5, 2.9, 4.0, 3.2, 150.0, 900.0]).nonzero()[0].tolist()
             [5, 6]
     """
