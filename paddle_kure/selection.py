@@ -36,7 +36,7 @@ import numpy as np
 import paddle
 from paddle.base import dygraph
 
-from .apps.report import outliers_log_mad, outliers_mean_std, tensor_kurtosis
+from .outliers import outliers_log_mad, outliers_mean_std, tensor_kurtosis
 from .ops import kurtosis
 from .regularizer import KurtosisDecay
 

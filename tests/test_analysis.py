@@ -1,4 +1,5 @@
-"""paddle_kure.analysis: outlier rules, kurtosis values, report files, ``paddle-kure analyze``."""
+"""paddle_kure.outliers, paddle_kure.io and the kurtosis report: outlier rules, kurtosis values, loaders,
+report files, ``paddle-kure analyze``."""
 import csv
 import os
 
@@ -7,8 +8,9 @@ import paddle
 import pytest
 from scipy import stats
 
-from paddle_kure.apps.report import (KurtosisReport, load_named_arrays, outliers_log_mad, outliers_mean_std,
-                                  tensor_kurtosis)
+from paddle_kure.apps.report import KurtosisReport
+from paddle_kure.io import load_named_arrays
+from paddle_kure.outliers import outliers_log_mad, outliers_mean_std, tensor_kurtosis
 from paddle_kure.cli import main as cli_main
 
 PNG_MAGIC = b"\x89PNG"

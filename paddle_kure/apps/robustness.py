@@ -24,9 +24,9 @@ import dataclasses
 import json
 import os
 
+from ..io import INFERENCE_SUFFIXES
+
 METHOD_TITLES = {"abs_max": "abs-max", "mse": "MSE", "accuracy": "accuracy"}
-# files that paddle.jit.save / paddle.static.save_inference_model write
-INFERENCE_SUFFIXES = (".pdmodel", ".json", ".pdiparams", ".pdiparams.info")
 
 
 def load_model(path: str):
