@@ -30,10 +30,10 @@ import paddle
 from paddle_kure.prune import CubicSchedule, LogSchedule, MagnitudePruner
 
 from paddle_kure.data import load_fashion_mnist
+from paddle_kure.data.vision import DEFAULT_DIR
 from paddle_kure.models import SmallCNN
 from paddle_kure.train import accuracy, evaluate, fit
 
-DATA_DIR = "/usr/share/datasets/fashion-mnist"
 # The experiment's CNN: half the channels of run's default, so that 90% sparsity is hard.
 MODEL = dict(channels=(8, 16), hidden=64)
 
@@ -86,7 +86,7 @@ def qat_experiment(granularity, model, pruner, train_data, test_data, args) -> d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=DATA_DIR)
+    parser.add_argument("--data-dir", default=DEFAULT_DIR)
     parser.add_argument("--train-size", type=int, default=20000, help="random training subset (fixed seed)")
     parser.add_argument("--dense-epochs", type=int, default=2, help="dense training before pruning")
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs of every run")

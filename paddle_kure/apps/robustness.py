@@ -26,7 +26,7 @@ import os
 
 from ..io import INFERENCE_SUFFIXES
 
-METHOD_TITLES = {"abs_max": "abs-max", "mse": "MSE", "accuracy": "accuracy"}
+SCALE_METHOD_TITLES = {"abs_max": "abs-max", "mse": "MSE", "accuracy": "accuracy"}
 
 
 def load_model(path: str):
@@ -128,15 +128,15 @@ def ratio_table(results) -> str:
             rows = {r["value"]: r for r in records if r["scale_method"] == method and r["perturbation"] == "ratio"}
             cells = [f"{100 * rows[v]['accuracy']:.2f}" if v in rows else "-" for v in ratios]
             ratio = next(iter(rows.values()))["scale_ratio"]
-            lines.append(f"| {label} | {bits} | {_granularity(per_channel)} | {METHOD_TITLES[method]} | {ratio:.3f} | "
-                         + " | ".join(cells) + " |")
+            lines.append(f"| {label} | {bits} | {_granularity(per_channel)} | {SCALE_METHOD_TITLES[method]} | "
+                         f"{ratio:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def scale_table(results) -> str:
     """Markdown: test accuracy (%) of each unperturbed scale choice and its gain over abs-max (points)."""
     methods = list(dict.fromkeys(r["scale_method"] for res in results.values() for r in res["records"]))
-    lines = ["| model | FP32 | bits | granularity | " + " | ".join(METHOD_TITLES[m] for m in methods) + " |",
+    lines = ["| model | FP32 | bits | granularity | " + " | ".join(SCALE_METHOD_TITLES[m] for m in methods) + " |",
              "|---|---:|---:|---|" + "---:|" * len(methods)]
     for label, bits, per_channel, records in _groups(results):
         base = _ratio_accuracy(records, "abs_max")
@@ -226,7 +226,7 @@ def plot(results, path: str, title: str = "") -> None:
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     handles = [Line2D([], [], color=c, marker="o", markersize=3, label=label) for label, c in colors.items()]
-    handles += [Line2D([], [], color="black", linestyle=style, label=f"{METHOD_TITLES[m]} scale (median ratio)")
+    handles += [Line2D([], [], color="black", linestyle=style, label=f"{SCALE_METHOD_TITLES[m]} scale (median ratio)")
                 for m, style in styles.items()]
     if has_noise:
         handles += [Line2D([], [], color="black", linestyle=":", label="noise-free abs-max"),

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
 from .._sections import check_keys
+from ..data.vision import DEFAULT_DIR
+from ..quant.dygraph import PTQ_ALGOS
 
 __all__ = [
     "ConfigError",
@@ -38,7 +40,6 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "momentum", "sgd")
-PTQ_ALGOS = ("abs_max", "avg", "KL", "hist", "mse")
 
 
 class ConfigError(ValueError):
@@ -106,7 +107,7 @@ class GlobalConfig(_Section):
 
     seed: int = 2024
     output_dir: str = "runs/default"
-    data_dir: str = "/usr/share/datasets/fashion-mnist"
+    data_dir: str = DEFAULT_DIR
     download: bool = False
     train_size: int = 0
     val_size: int = 5000

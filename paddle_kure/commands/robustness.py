@@ -28,8 +28,9 @@ def add_arguments(parser):
     parser.add_argument("--accuracy-fractions", type=float, nargs="+",
                         help="fractions of abs-max the 'accuracy' method tries per tensor (default: 0.5 to 1.0 "
                              "in steps of 0.05)")
-    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist",
-                        help="directory of the Fashion-MNIST *-ubyte.gz files")
+    parser.add_argument("--data-dir",
+                        help="directory of the Fashion-MNIST *-ubyte.gz files (default: where the Debian package "
+                             "dataset-fashion-mnist puts them)")
     parser.add_argument("--split-seed", type=int, default=2024,
                         help="seed of the train/validation split: the training run's Global.seed (default: 2024)")
     parser.add_argument("--val-size", type=int, default=5000,
@@ -47,6 +48,7 @@ def add_arguments(parser):
 def main(args) -> int:
     from paddle_kure.apps.robustness import load_model, scale_table, sweep_model, write_outputs
     from paddle_kure.data import load_fashion_mnist
+    from paddle_kure.data.vision import DEFAULT_DIR
     from paddle_kure.robustness import SweepConfig
 
     fractions = {"accuracy_fractions": args.accuracy_fractions} if args.accuracy_fractions else {}
@@ -56,8 +58,8 @@ def main(args) -> int:
     model = load_model(args.model)
     start = time.time()
     # train_size=1: the sweep trains nothing, only the validation and test splits are used
-    data = load_fashion_mnist(args.data_dir, val_size=args.val_size, train_size=1, test_size=args.test_size,
-                              seed=args.split_seed)
+    data = load_fashion_mnist(args.data_dir or DEFAULT_DIR, val_size=args.val_size, train_size=1,
+                              test_size=args.test_size, seed=args.split_seed)
     name = os.path.basename(args.model)
     results = {name: sweep_model(model, data, config, args.calib_size, args.batch_size,
                                  progress=not args.no_progress)}
