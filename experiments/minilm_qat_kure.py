@@ -1,6 +1,7 @@
 """INT8 quantization-aware fine-tuning of the pretrained all-MiniLM-L6-v2 classifier on
-Rotten Tomatoes: QAT alone, QAT + selective KURE and QAT + naive KURE (issue 6, item 5;
-seed 002 claims +1.2 points for selective KURE over QAT alone on ERNIE / XNLI).
+Rotten Tomatoes: QAT alone, QAT + selective KURE and QAT + naive KURE (Zanetti,
+"Quantization Aware Training, ERNIE and Kurtosis Regularizer", claims +1.2 points for
+selective KURE over QAT alone on ERNIE / XNLI).
 
 Every arm starts from the same pretrained encoder and the same random head (per seed):
 ``paddle_kure.quant.prepare_qat`` with ``QuantAwareConfig(weight_bits=8, activation_bits=8)``
@@ -229,7 +230,7 @@ def main():
     parser.add_argument("--max-len", type=int, default=32, help="tokens per text, [CLS] and [SEP] included")
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--head-lr-scale", type=float, default=20.0)
-    parser.add_argument("--coeff", type=float, default=0.5, help="KURE lambda (seed 002: 0.5)")
+    parser.add_argument("--coeff", type=float, default=0.5, help="KURE lambda (Zanetti's: 0.5)")
     parser.add_argument("--sizes", type=int, nargs=3, default=[960, 256, 384], metavar=("TRAIN", "VAL", "TEST"),
                         help="subset sizes of the train, validation and test splits")
     parser.add_argument("--output", default="docs/results/minilm_qat_kure")

@@ -242,7 +242,7 @@ def results_markdown(results: dict) -> str:
         f"- Dense training {setup['dense_epochs']} epochs (Adam {setup['lr']}). Every run below starts from "
         f"these weights and trains {setup['epochs']} epochs (Adam {setup['lr'] / 2}) while pruning all four "
         "weight tensors (biases are never pruned).",
-        f"- Log schedule (seed 003): per epoch, `interval_pass=1, end_pass={setup['epochs'] - 1}`. Cubic (AGP): "
+        f"- Log schedule (Paddle PR #2603): per epoch, `interval_pass=1, end_pass={setup['epochs'] - 1}`. Cubic (AGP): "
         f"per iteration, from 0 to the target, {setup['updates_per_epoch']} mask updates per epoch. Both reach "
         "the target at the start of the last epoch, which is left for recovery: the same budget.",
         f"- Reference: the dense model trained the same {setup['epochs']} more epochs: **{dense:.2%}** "
@@ -284,7 +284,7 @@ def notes_markdown(results: dict) -> list:
         lines.append(f"- Best at {target:.0%} (seed {results['seed']}): {best['granularity']} ranking, "
                      f"{best['schedule']} schedule, {(best['accuracy'] - dense) * 100:+.2f} pt against dense.")
     lines += [
-        "- The figure to beat, PaddleSlim's GMP on MobileNetV1/ImageNet (seed 003): -0.50 pt at 75% "
+        "- The figure to beat, PaddleSlim's GMP on MobileNetV1/ImageNet (Paddle PR #2603): -0.50 pt at 75% "
         "(70.99 -> 70.49). A different model, data set and training budget: the comparison is indicative only.",
         "- Per-parameter ranking prunes every tensor to the target, including conv1 (72 weights) and fc2; "
         "global ranking lets the large fc1 absorb the sparsity (see the per-layer tables).",

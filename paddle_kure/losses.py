@@ -173,7 +173,7 @@ class ActivationKurtosis:
 
 
 class Kure:
-    """KURE on a model's weights and/or activations as one loss term (seed 000's
+    """KURE on a model's weights and/or activations as one loss term (Paddle issue #28522's
     ``Kure_reg(on_weights, on_activations)``): ``coeff * reduction of (K - target)^2``
     over the chosen weight tensors and the outputs of the chosen layers recorded
     since the last :meth:`loss`.

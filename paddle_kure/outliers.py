@@ -1,8 +1,8 @@
 """Outlier rules for kurtosis values and the kurtosis of a numpy tensor.
 
 Pretrained transformers hold a few weight tensors whose kurtosis is orders of
-magnitude above the others' (Bondarenko et al., "Understanding and Overcoming the
-Challenges of Efficient Transformer Quantization": the FFN output of each block);
+magnitude above the others' (Zanetti, "Quantization Aware Training, ERNIE and Kurtosis
+Regularizer": each block's FFN second FC in ERNIE);
 KURE applied to them swamps the loss. Two rules find them: :func:`outliers_mean_std`
 (the mean +- k std band) and the robust :func:`outliers_log_mad` (Iglewicz and
 Hoaglin's modified z-score on log10 kurtosis). :mod:`paddle_kure.selection` uses
@@ -34,7 +34,7 @@ def _defined(values):
 
 
 def outliers_mean_std(values, num_std=3.0):
-    """Seed 000's rule: flags the values outside ``mean +- num_std * std`` of all values.
+    """The rule of Paddle issue #28522: flags the values outside ``mean +- num_std * std`` of all values.
 
     Undefined values (NaN, Inf, or <= 0, the kurtosis of a constant tensor) take no
     part in the mean and (population) standard deviation and are never flagged.

@@ -3,7 +3,7 @@
 Post-training weight quantization of a trained dygraph model with a chosen
 scale per tensor (or per output channel), deliberately perturbed: multiplied by
 a fixed ratio, or by random N(1, std) noise. The KURE paper claims that a
-KURE-trained model keeps its accuracy when the step is off; seed 000 asked
+KURE-trained model keeps its accuracy when the step is off; Paddle issue #28522 asked
 whether the abs-max scale is a good choice at all. :func:`sweep` answers both
 for any model and evaluation function, and :func:`weight_scales` chooses scales
 by abs-max, by least squared error (``'mse'``) or by best accuracy on a
@@ -230,7 +230,7 @@ class SweepConfig:
         seeds: noise draws per std.
         scale_methods: unperturbed scales swept with ``factors``, from
             :data:`SCALE_METHODS` ('accuracy' needs :func:`sweep`'s ``calibrate``).
-            Noise always perturbs the abs-max scale (seed 000's setting).
+            Noise always perturbs the abs-max scale (the setting of Paddle issue #28522).
         accuracy_fractions: the fractions of abs-max that the 'accuracy' method
             tries per tensor (see :func:`weight_scales`).
     """

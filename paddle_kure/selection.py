@@ -1,7 +1,7 @@
 """Selective KURE: choose the tensors a kurtosis regularizer covers and attach it.
 
 Pretrained transformers hold a few weight tensors whose kurtosis is orders of
-magnitude above the others' (seed 002: each block's FFN second FC). Pushing those
+magnitude above the others' (Zanetti's ERNIE study: each block's FFN second FC). Pushing those
 toward 1.8 swamps the loss; leaving them out does not. :func:`plan_kure` decides,
 for every parameter of a dygraph ``Layer`` or a static ``Program`` (PIR or
 legacy), whether KURE covers it, and says why; :func:`attach_kure` also sets
@@ -17,7 +17,7 @@ The criteria, applied in this order (the first that rejects a tensor is its reas
    owning the parameter, e.g. ``["Linear", "Conv2D"]``; dygraph only.
 4. ``min_size``: fewest elements.
 5. ``auto_exclude``: leave out the tensors whose kurtosis is an outlier among the
-   tensors still chosen: ``'mean_std'`` (seed 000: outside mean +- ``num_std``
+   tensors still chosen: ``'mean_std'`` (Paddle issue #28522: outside mean +- ``num_std``
    standard deviations of their kurtosis), ``'log_mad'`` (log10 kurtosis beyond
    median + ``mad_k`` median absolute deviations; one extreme tensor cannot hide
    itself by inflating the standard deviation), or None.

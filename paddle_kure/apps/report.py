@@ -117,7 +117,7 @@ class KurtosisReport:
                 (f"The robust log-MAD rule (log10 K > median + {self.mad_k:g} MAD and K > "
                  f"{self.mad_min_ratio:g} x median, i.e. K > {threshold:.3g})",
                  "outlier_log_mad"),
-                (f"Seed 000's mean+-std rule (K outside {mean:.3g} +- {self.num_std:g} * {std:.3g})",
+                (f"The mean+-std rule of Paddle issue #28522 (K outside {mean:.3g} +- {self.num_std:g} * {std:.3g})",
                  "outlier_mean_std")):
             flagged = sorted((row for row in self.rows if getattr(row, key)), key=lambda r: -r.kurtosis)
             if not flagged:
@@ -265,7 +265,7 @@ class KurtosisReport:
             f.write(f"# Weight kurtosis: {self.source}\n\n{self.summary()}\n\n"
                     f"Kurtosis K = m4 / m2^2 over all elements of each tensor (population moments, float64, "
                     f"`paddle_kure.kurtosis`). Flags: *mean+-std* = outside mean +- {self.num_std:g} std of the "
-                    f"tensors' K (seed 000); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K "
+                    f"tensors' K (Paddle issue #28522); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K "
                     f"(MAD = 1.4826 * median absolute deviation, a robust std) and K > "
                     f"{self.mad_min_ratio:g} x median K. "
                     f"*x median* = K / median K.\n\n"

@@ -178,7 +178,7 @@ class KurtosisConfig(_Section):
         exclude: glob patterns never regularized (the paper leaves the first conv out).
         min_size: fewest elements of a regularized tensor.
         auto_exclude: also leave out tensors whose FP32 kurtosis is an outlier among
-            the chosen ones: ``mean_std`` (seed 000's rule: outside mean +-
+            the chosen ones: ``mean_std`` (the rule of Paddle issue #28522: outside mean +-
             ``auto_exclude_std`` std), ``log_mad`` (log10 kurtosis beyond median +
             ``auto_exclude_mad`` MADs), or false. ``true`` means ``mean_std``.
         auto_exclude_std: the width of the ``mean_std`` band, in standard deviations.

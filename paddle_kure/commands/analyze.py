@@ -22,7 +22,7 @@ def add_arguments(parser):
     parser.add_argument("--all-tensors", action="store_true",
                         help="include 1-D tensors (biases, norms) too; default: 2+ dimensional weights only")
     parser.add_argument("--num-std", type=float, default=3.0,
-                        help="mean +- NUM_STD std rule (seed 000) (default: 3.0)")
+                        help="mean +- NUM_STD std rule (Paddle issue #28522) (default: 3.0)")
     parser.add_argument("--mad-k", type=float, default=3.5,
                         help="log-MAD rule: log10 K > median + MAD_K * MAD (default: 3.5)")
     parser.add_argument("--mad-min-ratio", type=float, default=2.0,
