@@ -4,6 +4,14 @@ Kurtosis regularization (KURE) with a fused C++/CUDA operator, selective KURE fo
 pretrained models, PACT and quantization-aware training with PaddleSlim,
 gradual magnitude pruning, and transformer quantization/binarization.
 """
+import warnings
+
+with warnings.catch_warnings():
+    # Importing Paddle warns that ccache (a compiler cache for building C++ extensions) is
+    # missing; nothing is built here, so the warning only confuses users of the package.
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+    import paddle  # noqa: F401
+
 from .losses import ActivationKurtosis, Kure, KurtosisLoss
 from .ops import kurtosis, kurtosis_decay_grad, load_library
 from .regularizer import KurtosisDecay

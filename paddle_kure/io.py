@@ -76,7 +76,7 @@ def load_named_arrays(model):
 
     Args:
         model (str): ``"minilm"`` (the bundled all-MiniLM-L6-v2, see
-            :mod:`paddle_kure.models.bert`), a ``.pdparams`` state dict (nested dicts
+            :mod:`paddle_kure.models.minilm`), a ``.pdparams`` state dict (nested dicts
             give dotted names; non-tensor entries are skipped), or a Paddle inference
             model: its path prefix, its ``.pdmodel``/``.json``/``.pdiparams`` file, or a
             folder holding one. Inference models name tensors by variable
