@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
-from .._sections import check_keys
+from .._validate import check_keys
 from ..data.vision import DEFAULT_DIR
 from ..quant.dygraph import PTQ_ALGOS
 

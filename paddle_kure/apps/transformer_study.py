@@ -19,7 +19,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from .._sections import check_keys
+from .._validate import check_keys
 
 METHODS = ("fp32", "weight", "full", "binary", "irnet")
 DATASETS = ("rotten_tomatoes", "chinese_reviews")

@@ -30,7 +30,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .._sections import check_dropout, check_positive_ints
+from .._validate import check_dropout, check_positive_ints
 from .attention import self_attention
 
 __all__ = [

@@ -26,7 +26,7 @@ from paddle import nn
 
 from paddle_kure.nn.quantizers import QuantLinear
 
-from .._sections import check_dropout, check_positive_ints
+from .._validate import check_dropout, check_positive_ints
 from .attention import self_attention
 
 __all__ = ["TransformerClassifier", "TransformerConfig", "model_size_bits"]

@@ -5,7 +5,7 @@ import dataclasses
 import inspect
 from collections.abc import Mapping
 
-from .._sections import check_keys
+from .._validate import check_keys
 from .pruner import GRANULARITIES, MagnitudePruner
 from .schedules import ConstantSchedule, CubicSchedule, LogSchedule, SparsitySchedule
 

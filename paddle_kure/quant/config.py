@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence, Tuple, Union
 
-from .._sections import check_keys
+from .._validate import check_keys
 
 __all__ = ["QuantAwareConfig", "PACTConfig", "KureConfig"]
 
