@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from ._validate import check_number
 from .ops import kurtosis
 
 __all__ = ["TensorKurtosis", "outliers_log_mad", "outliers_mean_std", "tensor_kurtosis"]
@@ -58,8 +59,7 @@ def outliers_mean_std(values, num_std=3.0):
             >>> outliers_mean_std(values).nonzero()[0].tolist()
             [11]
     """
-    if isinstance(num_std, bool) or not isinstance(num_std, (int, float)) or not num_std > 0:
-        raise ValueError(f"outliers_mean_std: num_std must be a number > 0, got {num_std!r}")
+    check_number("outliers_mean_std", "num_std", num_std, low=0.0, low_open=True)
     values, defined = _defined(values)
     flags = np.zeros(values.shape, dtype=bool)
     if defined.sum() < 2:
@@ -115,10 +115,8 @@ def outliers_log_mad(values, k=3.5, min_ratio=2.0):
 
 def _log_mad_threshold(values, k, min_ratio):
     """The kurtosis above which :func:`outliers_log_mad` flags (None with fewer than 2 defined values)."""
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
-        raise ValueError(f"outliers_log_mad: k must be a number > 0, got {k!r}")
-    if isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float)) or not min_ratio >= 1:
-        raise ValueError(f"outliers_log_mad: min_ratio must be a number >= 1, got {min_ratio!r}")
+    check_number("outliers_log_mad", "k", k, low=0.0, low_open=True)
+    check_number("outliers_log_mad", "min_ratio", min_ratio, low=1.0)
     values, defined = _defined(values)
     if defined.sum() < 2:
         return None

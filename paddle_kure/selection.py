@@ -37,6 +37,7 @@ import paddle
 from paddle.base import dygraph
 
 from .outliers import outliers_log_mad, outliers_mean_std, tensor_kurtosis
+from ._validate import check_int, check_number
 from .ops import kurtosis
 from .regularizer import KurtosisDecay
 
@@ -202,11 +203,6 @@ def _layer_type_check(layer_types):
     return matches
 
 
-def _positive(key, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{key} must be a positive number, got {value!r}")
-
-
 def _select(tensors, include=None, exclude=(), layer_types=None, min_size=0, auto_exclude=None,
             num_std=3.0, mad_k=3.5) -> KurePlan:
     """The selection itself, on ``_Tensor`` records."""
@@ -214,12 +210,11 @@ def _select(tensors, include=None, exclude=(), layer_types=None, min_size=0, aut
     patterns = None if include is None or predicate else _compile(include, "include")
     excluded = _compile(exclude, "exclude")
     layer_matches = _layer_type_check(layer_types)
-    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-        raise ValueError(f"min_size must be an integer >= 0, got {min_size!r}")
+    check_int("plan_kure", "min_size", min_size, low=0)
     if auto_exclude is not None and auto_exclude not in AUTO_EXCLUDE_RULES:
         raise ValueError(f"auto_exclude must be None or one of {list(AUTO_EXCLUDE_RULES)}, got {auto_exclude!r}")
-    _positive("num_std", num_std)
-    _positive("mad_k", mad_k)
+    check_number("plan_kure", "num_std", num_std, low=0.0, low_open=True)
+    check_number("plan_kure", "mad_k", mad_k, low=0.0, low_open=True)
     if layer_matches and any(t.layer is None for t in tensors):
         raise ValueError("layer_types needs a dygraph Layer (a Program's or a state dict's parameters have no layer)")
     if patterns:

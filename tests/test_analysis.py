@@ -69,11 +69,11 @@ def test_rules_skip_undefined_values():
 
 
 def test_rules_reject_bad_arguments():
-    with pytest.raises(ValueError, match="num_std must be a number > 0"):
+    with pytest.raises(ValueError, match="outliers_mean_std.num_std must be a finite number > 0, got 0"):
         outliers_mean_std([1.0, 2.0], num_std=0)
-    with pytest.raises(ValueError, match="k must be a number > 0"):
+    with pytest.raises(TypeError, match="outliers_log_mad.k must be a finite number > 0, got True"):
         outliers_log_mad([1.0, 2.0], k=True)
-    with pytest.raises(ValueError, match="min_ratio must be a number >= 1"):
+    with pytest.raises(ValueError, match="outliers_log_mad.min_ratio must be a finite number >= 1"):
         outliers_log_mad([1.0, 2.0], min_ratio=0.5)
     with pytest.raises(ValueError, match="1-D"):
         outliers_log_mad([[1.0, 2.0]])

@@ -76,7 +76,7 @@ def _kurtosis_decay_grad(w, target):
 
 
 def test_config_validation_names_key_allowed_values_and_file():
-    with pytest.raises(ValueError, match=r"weight_bits must be one of \[4, 8\].*run.yaml"):
+    with pytest.raises(ValueError, match=r"run.yaml: QuantAwareConfig.weight_bits must be one of \[4, 8\], got 6"):
         QuantAwareConfig.from_dict({"weight_bits": 6}, source="run.yaml")
     with pytest.raises(ValueError, match="unknown keys.*'activation_bit'.*allowed keys"):
         QuantAwareConfig.from_dict({"activation_bit": 8})

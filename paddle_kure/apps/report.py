@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from .._validate import check_int
 from ..io import load_named_arrays
 from ..outliers import (NORMAL_KURTOSIS, UNIFORM_KURTOSIS, TensorKurtosis, _log_mad_threshold, outliers_log_mad,
                         outliers_mean_std, tensor_kurtosis)
@@ -251,8 +252,7 @@ class KurtosisReport:
         Returns:
             list[str]: the written paths.
         """
-        if isinstance(max_histograms, bool) or not isinstance(max_histograms, int) or max_histograms < 0:
-            raise ValueError(f"KurtosisReport.write: max_histograms must be an int >= 0, got {max_histograms!r}")
+        check_int("KurtosisReport.write", "max_histograms", max_histograms, low=0)
         os.makedirs(output_dir, exist_ok=True)
         for old in glob.glob(os.path.join(output_dir, "histograms_*.png")):
             os.remove(old)  # pages of an earlier, larger report

@@ -17,14 +17,12 @@ Example:
 """
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
-from .._validate import check_keys
+from .._validate import ConfigBase, check_str
 from ..data.vision import DEFAULT_DIR
 from ..quant.dygraph import PTQ_ALGOS
 
@@ -51,48 +49,8 @@ def default_config_path() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.yaml")
 
 
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _int(key, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{key} must be >= {minimum}, got {value}")
-
-
-def _float(key, value, minimum, inclusive=True):
-    if not _is_number(value):
-        raise TypeError(f"{key} must be a number, got {value!r}")
-    if value < minimum or (value == minimum and not inclusive):
-        raise ValueError(f"{key} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
-
-
-def _bool(key, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"{key} must be true or false, got {value!r}")
-
-
-def _str_list(key, value):
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{key} must be a list of strings, got {value!r}")
-
-
-def _choice(key, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
-
-
-class _Section:
-    """Validates on construction; ``validate`` messages start with the key name."""
-
-    def __post_init__(self):
-        self.validate()
-
-
 @dataclass
-class GlobalConfig(_Section):
+class GlobalConfig(ConfigBase):
     """``Global``: data, seed and output.
 
     Attributes:
@@ -113,24 +71,23 @@ class GlobalConfig(_Section):
     val_size: int = 5000
     test_size: int = 0
 
+    OWNER = "Global"
+
     def validate(self):
-        _int("seed", self.seed, 0)
+        self._int("seed", low=0)
         for key in ("output_dir", "data_dir"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise TypeError(f"{key} must be a non-empty string, got {getattr(self, key)!r}")
-        _bool("download", self.download)
-        _int("train_size", self.train_size, 0)
-        _int("val_size", self.val_size, 1)
-        _int("test_size", self.test_size, 0)
+            check_str(self.owner(), key, getattr(self, key))
+        self._bool("download")
+        self._int("train_size", low=0)
+        self._int("val_size", low=1)
+        self._int("test_size", low=0, high=10000)
         if self.train_size + self.val_size > 60000:
-            raise ValueError(f"train_size + val_size must be <= 60000 (the train split), got "
+            raise ValueError(f"Global.train_size + val_size must be <= 60000 (the train split), got "
                              f"{self.train_size} + {self.val_size}")
-        if self.test_size > 10000:
-            raise ValueError(f"test_size must be <= 10000 (the test split), got {self.test_size}")
 
 
 @dataclass
-class TrainConfig(_Section):
+class TrainConfig(ConfigBase):
     """``TrainConfig``: FP32 training, then quantization-aware fine-tuning.
 
     Attributes:
@@ -154,18 +111,16 @@ class TrainConfig(_Section):
     eval_batch_size: int = 1000
 
     def validate(self):
-        _int("epochs", self.epochs, 1)
-        _int("batch_size", self.batch_size, 1)
-        _float("learning_rate", self.learning_rate, 0.0, inclusive=False)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _float("weight_decay", self.weight_decay, 0.0)
-        _int("qat_epochs", self.qat_epochs, 1)
-        _float("qat_learning_rate", self.qat_learning_rate, 0.0, inclusive=False)
-        _int("eval_batch_size", self.eval_batch_size, 1)
+        for key in ("epochs", "batch_size", "qat_epochs", "eval_batch_size"):
+            self._int(key, low=1)
+        self._number("learning_rate", low=0.0, low_open=True)
+        self._choice("optimizer", OPTIMIZERS)
+        self._number("weight_decay", low=0.0)
+        self._number("qat_learning_rate", low=0.0, low_open=True)
 
 
 @dataclass
-class KurtosisConfig(_Section):
+class KurtosisConfig(ConfigBase):
     """``Kurtosis``: kurtosis regularization (KURE) in the QAT+KURE arms. The
     selection keys map onto :func:`paddle_kure.selection.select_tensors` (see
     :meth:`selection`), applied to the FP32 model's weights.
@@ -199,24 +154,25 @@ class KurtosisConfig(_Section):
     on_weights: bool = True
     on_activations: bool = False
 
+    OWNER = "Kurtosis"
+
     def validate(self):
         from ..selection import AUTO_EXCLUDE_RULES
 
-        _float("coeff", self.coeff, 0.0)
-        _float("target", self.target, 1.0, inclusive=False)
-        _str_list("include", self.include)
-        _str_list("exclude", self.exclude)
-        self.include, self.exclude = tuple(self.include), tuple(self.exclude)
-        _int("min_size", self.min_size, 0)
+        self._number("coeff", low=0.0)
+        self._number("target", low=1.0, low_open=True)
+        self._str_list("include")
+        self._str_list("exclude")
+        self._int("min_size", low=0)
         if not isinstance(self.auto_exclude, bool) and self.auto_exclude not in AUTO_EXCLUDE_RULES:
-            raise ValueError(f"auto_exclude must be false, true or one of {list(AUTO_EXCLUDE_RULES)}, "
+            raise ValueError(f"Kurtosis.auto_exclude must be false, true or one of {list(AUTO_EXCLUDE_RULES)}, "
                              f"got {self.auto_exclude!r}")
-        _float("auto_exclude_std", self.auto_exclude_std, 0.0, inclusive=False)
-        _float("auto_exclude_mad", self.auto_exclude_mad, 0.0, inclusive=False)
-        _bool("on_weights", self.on_weights)
-        _bool("on_activations", self.on_activations)
+        self._number("auto_exclude_std", low=0.0, low_open=True)
+        self._number("auto_exclude_mad", low=0.0, low_open=True)
+        self._bool("on_weights")
+        self._bool("on_activations")
         if not (self.on_weights or self.on_activations):
-            raise ValueError("on_weights and on_activations are both false: KURE would do nothing")
+            raise ValueError("Kurtosis: on_weights and on_activations are both false: KURE would do nothing")
 
     def selection(self) -> dict:
         """Keyword arguments of :func:`paddle_kure.selection.select_tensors` /
@@ -233,7 +189,7 @@ class KurtosisConfig(_Section):
 
 
 @dataclass
-class QuantPostConfig(_Section):
+class QuantPostConfig(ConfigBase):
     """``QuantPost``: post-training quantization (``quant_post_static`` argument names).
 
     Attributes:
@@ -246,10 +202,12 @@ class QuantPostConfig(_Section):
     batch_nums: int = 10
     batch_size: int = 64
 
+    OWNER = "QuantPost"
+
     def validate(self):
-        _choice("algo", self.algo, PTQ_ALGOS)
-        _int("batch_nums", self.batch_nums, 1)
-        _int("batch_size", self.batch_size, 1)
+        self._choice("algo", PTQ_ALGOS)
+        self._int("batch_nums", low=1)
+        self._int("batch_size", low=1)
 
 
 # Methods compared at each precision; 'qat_kure_pact' runs only with QuantAware.use_pact.
@@ -300,11 +258,8 @@ class RunConfig:
                 continue
             if section == "QuantAware":
                 out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
-            elif section == "Prune":
-                out[section] = value.to_dict()
             else:
-                out[section] = {k: list(v) if isinstance(v, tuple) else v
-                                for k, v in dataclasses.asdict(value).items()}
+                out[section] = value.to_dict()
         return out
 
     def __str__(self) -> str:
@@ -324,17 +279,11 @@ SECTIONS = {
 }
 
 
-def _section(cls, values, section, source):
-    where = f"{source}: {section}"
+def _section(cls, values, source):
     try:
-        values = check_keys(cls, {} if values is None else values, where)
+        return cls.from_dict({} if values is None else values, source)
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as err:
-        # the messages start with the key: "epochs must be ..."
-        raise ConfigError(f"{where}.{err}") from None
 
 
 def _quant_aware(values, source):
@@ -371,7 +320,7 @@ def config_from_dict(data: dict, source: str = "<dict>") -> RunConfig:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed sections: {list(SECTIONS)}")
-    sections = {name: _section(cls, data.get(name), name, source)
+    sections = {name: _section(cls, data.get(name), source)
                 for name, cls in SECTIONS.items() if cls is not None}
     sections["QuantAware"] = _quant_aware(data.get("QuantAware"), source)
     if data.get("Prune") is not None:

@@ -30,7 +30,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .._validate import check_dropout, check_positive_ints
+from .._validate import check_dropout, check_int, check_number, check_positive_ints
 from .attention import self_attention
 
 __all__ = [
@@ -298,10 +298,8 @@ class BertClassifier(nn.Layer):
         super().__init__()
         if not isinstance(bert, BertModel):
             raise TypeError(f"BertClassifier: bert must be a BertModel, got {type(bert).__name__}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"BertClassifier: num_classes must be a positive int, got {num_classes!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"BertClassifier: dropout must be in [0, 1), got {dropout!r}")
+        check_int("BertClassifier", "num_classes", num_classes, low=1)
+        check_number("BertClassifier", "dropout", dropout, low=0.0, high=1.0, high_open=True)
         self.bert = bert
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(bert.config.hidden_size, num_classes)

@@ -26,6 +26,7 @@ import os
 import numpy as np
 import paddle
 
+from .._validate import check_int
 from .bert import BertConfig, BertModel
 
 __all__ = ["BertTokenizer", "encode", "load_minilm", "minilm_dir"]
@@ -59,8 +60,7 @@ class BertTokenizer:
     """
 
     def __init__(self, path, max_length=256):
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"BertTokenizer: max_length must be an int >= 2 ([CLS] and [SEP]), got {max_length!r}")
+        check_int("BertTokenizer", "max_length", max_length, low=2)  # room for [CLS] and [SEP]
         if not os.path.isfile(path):
             raise FileNotFoundError(f"BertTokenizer: tokenizer file {path} does not exist")
         tokenizers = _import_extra("tokenizers")
@@ -160,8 +160,7 @@ def encode(model, tokenizer, texts, batch_size=32):
     """Normalized sentence embeddings of ``texts`` as a float32 numpy array
     [len(texts), hidden], computed without gradients in batches of ``batch_size``.
     The model is left in the train/eval mode it was in."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"encode: batch_size must be a positive int, got {batch_size!r}")
+    check_int("encode", "batch_size", batch_size, low=1)
     if isinstance(texts, str):
         raise TypeError("encode: expected a list of texts, got one str (wrap it in a list)")
     texts = list(texts)

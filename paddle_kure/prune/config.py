@@ -5,7 +5,7 @@ import dataclasses
 import inspect
 from collections.abc import Mapping
 
-from .._validate import check_keys
+from .._validate import ConfigBase, check_choice
 from .pruner import GRANULARITIES, MagnitudePruner
 from .schedules import ConstantSchedule, CubicSchedule, LogSchedule, SparsitySchedule
 
@@ -34,9 +34,7 @@ def schedule_from_dict(data: Mapping, where: str = "schedule") -> SparsitySchedu
     """
     if not isinstance(data, Mapping):
         raise TypeError(f"{where}: expected a mapping with a 'type' key, got {data!r}")
-    kind = data.get("type")
-    if kind not in SCHEDULES:
-        raise ValueError(f"{where}.type must be one of {', '.join(SCHEDULES)}; got {kind!r}")
+    kind = check_choice(where, "type", data.get("type"), list(SCHEDULES))
     cls = SCHEDULES[kind]
     allowed = [name for name in inspect.signature(cls).parameters]
     arguments = {key: value for key, value in data.items() if key != "type"}
@@ -50,7 +48,7 @@ def schedule_from_dict(data: Mapping, where: str = "schedule") -> SparsitySchedu
 
 
 @dataclasses.dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(ConfigBase):
     """What to prune, how much and when: the ``Prune`` section of a config.
 
     Args:
@@ -83,41 +81,31 @@ class PruneConfig:
     exclude: tuple = ()
     layer_types: tuple = ()
 
-    def __post_init__(self) -> None:
+    OWNER = "Prune"
+
+    def validate(self) -> None:
         if not isinstance(self.schedule, SparsitySchedule):
-            raise TypeError(f"PruneConfig: schedule must be a SparsitySchedule "
+            raise TypeError(f"Prune.schedule must be a SparsitySchedule "
                             f"({', '.join(cls.__name__ for cls in SCHEDULES.values())}), got {self.schedule!r}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"PruneConfig: granularity must be one of {', '.join(GRANULARITIES)}; "
-                             f"got {self.granularity!r}")
+        self._choice("granularity", GRANULARITIES)
         for key in ("include", "exclude", "layer_types"):
-            value = getattr(self, key)
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) \
-                    or not all(isinstance(v, str) for v in value):
-                raise TypeError(f"PruneConfig: {key} must be a list of strings, got {value!r}")
-            object.__setattr__(self, key, tuple(value))  # lists from YAML become hashable tuples
+            self._str_list(key)  # lists from YAML become hashable tuples
 
     @classmethod
-    def from_dict(cls, data: Mapping, source: str = "<config>", section: str = "Prune") -> "PruneConfig":
-        """Builds and validates a config from a mapping (a parsed YAML section).
-
-        Errors name the file (``source``), the key and the allowed values.
-        """
-        where = f"{source}: {section}"
-        data = check_keys(cls, data, where)
+    def from_dict(cls, data: Mapping, source: str = "") -> "PruneConfig":
+        """Builds and validates a config from a mapping (a parsed YAML section);
+        ``schedule`` is the mapping :func:`schedule_from_dict` reads. Errors name the
+        file (``source``), the key and the allowed values."""
+        where = f"{source}: {cls.owner()}" if source else cls.owner()
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
         if "schedule" not in data:
             raise ValueError(f"{where}: missing key 'schedule' (a mapping with type: {', '.join(SCHEDULES)})")
-        fields = dict(data, schedule=schedule_from_dict(data["schedule"], f"{where}.schedule"))
-        try:
-            return cls(**fields)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"{where}: {err}") from None
+        data = dict(data, schedule=schedule_from_dict(data["schedule"], f"{where}.schedule"))
+        return super().from_dict(data, source)
 
     def to_dict(self) -> dict:
-        """The mapping :meth:`from_dict` reads (YAML-friendly: lists, not tuples)."""
-        return {"schedule": self.schedule.to_dict(), "granularity": self.granularity,
-                "include": list(self.include), "exclude": list(self.exclude),
-                "layer_types": list(self.layer_types)}
+        return dict(super().to_dict(), schedule=self.schedule.to_dict())
 
     def build_pruner(self, target, scope=None, place=None) -> MagnitudePruner:
         """A :class:`MagnitudePruner` for ``target`` (a Layer or a static Program) with this config."""

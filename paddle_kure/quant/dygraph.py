@@ -7,6 +7,7 @@ import tempfile
 import numpy as np
 import paddle
 
+from .._validate import check_int
 from ..nn.pact import calibrate_pact
 from ..selection import attach_kure
 from . import compat
@@ -145,8 +146,7 @@ def post_training_quantize(model, calib_loader, config: QuantAwareConfig, path: 
     _check_type("config", config, QuantAwareConfig)
     if algo not in PTQ_ALGOS:
         raise ValueError(f"post_training_quantize: algo must be one of {list(PTQ_ALGOS)}, got {algo!r}")
-    if isinstance(batch_nums, bool) or not isinstance(batch_nums, int) or batch_nums < 1:
-        raise ValueError(f"post_training_quantize: batch_nums must be a positive int, got {batch_nums!r}")
+    check_int("post_training_quantize", "batch_nums", batch_nums, low=1)
     if config.use_pact:
         raise ValueError("QuantAwareConfig.use_pact applies to QAT only; set it false for post_training_quantize")
     if config.onnx_format and config.weight_bits != config.activation_bits:
