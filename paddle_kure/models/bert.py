@@ -30,7 +30,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from .._validate import check_dropout, check_int, check_number, check_positive_ints
+from .._validate import ConfigBase, check_dropout, check_int, check_number, check_positive_ints
 from .attention import self_attention
 
 __all__ = [
@@ -45,7 +45,7 @@ UNUSED_KEYS_PREFIXES = ("pooler.", "embeddings.position_ids")
 
 
 @dataclasses.dataclass
-class BertConfig:
+class BertConfig(ConfigBase):
     """Sizes of :class:`BertModel`, with the Hugging Face ``config.json`` key names.
 
     The defaults are all-MiniLM-L6-v2's. :meth:`from_json` reads a ``config.json``,
@@ -64,15 +64,14 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
 
-    def __post_init__(self):
+    def validate(self):
         check_positive_ints(self, ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                                    "intermediate_size", "max_position_embeddings", "type_vocab_size"))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by "
                              f"num_attention_heads ({self.num_attention_heads})")
         check_dropout(self, ("hidden_dropout_prob", "attention_probs_dropout_prob"))
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"BertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
+        self._number("layer_norm_eps", low=0.0, low_open=True)
         if self.hidden_act != "gelu":
             raise ValueError(f"BertConfig.hidden_act: only 'gelu' (exact, erf) is supported, got {self.hidden_act!r}")
 
