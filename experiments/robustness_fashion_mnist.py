@@ -60,8 +60,7 @@ def train_models(args) -> tuple:
     }, source="robustness_fashion_mnist.py")
     run = RunPipeline(config, args.work_dir, resume=True, progress=False)
     records = {"fp32": run.stage("fp32", run.fp32)}
-    kure_weights = choose_kure_weights({n: p.shape for n, p in run.new_model().named_parameters()},
-                                       records["fp32"]["weight_kurtosis"], config.Kurtosis)
+    kure_weights = choose_kure_weights(run.new_model(run.fp32_weights), config.Kurtosis)
     run.log(f"KURE regularizes {kure_weights}")
 
     def fp32_kure():

@@ -25,16 +25,16 @@ def precision_name(weight_bits: int, activation_bits: int) -> str:
     return f"W{weight_bits}A{activation_bits}"
 
 
-def choose_kure_weights(named_weights: dict, kurtosis_values: dict, config) -> list:
+def choose_kure_weights(model, config) -> list:
     """Names of the weights KURE regularizes: the ``Kurtosis`` section's selection
     (:meth:`paddle_kure.apps.run_config.KurtosisConfig.selection`, see
-    :func:`paddle_kure.selection.select_tensors`) on ``{name: shape}`` and the FP32
-    kurtosis of each weight."""
-    from paddle_kure.selection import select_tensors
+    :func:`paddle_kure.plan_kure`) on ``model``, the trained FP32 model."""
+    from paddle_kure import plan_kure
 
-    plan = select_tensors(named_weights, kurtosis_values, **config.selection())
+    plan = plan_kure(model, **config.selection())
     if not plan.chosen:
-        raise ValueError(f"Kurtosis: include {list(config.include)} / exclude {list(config.exclude)} chose no weight:"
+        raise ValueError(f"Kurtosis: include {list(config.include)} / exclude {list(config.exclude)} / layer_types "
+                         f"{list(config.layer_types)} chose no weight:"
                          f"\n{plan}")
     return plan.chosen
 
@@ -222,12 +222,8 @@ class RunPipeline:
 
     def run(self):
         fp32 = self.stage("fp32", self.fp32)
-        if self.world_size > 1 and self.rank != 0:
-            # other ranks need the FP32 kurtosis only for auto_exclude; rank 0 wrote the record
-            with open(self._stage_file("fp32")) as f:
-                fp32 = json.load(f)
-        kure_weights = choose_kure_weights({n: p.shape for n, p in self.new_model().named_parameters()},
-                                           fp32["weight_kurtosis"], self.config.Kurtosis)
+        # every rank reads the weights rank 0 saved before the stage's barrier
+        kure_weights = choose_kure_weights(self.new_model(self.fp32_weights), self.config.Kurtosis)
         self.log(f"KURE regularizes {kure_weights}")
         records = [fp32, self.stage("fp32_more", self.fp32_more)]
         for weight_bits, activation_bits in self.config.precisions():

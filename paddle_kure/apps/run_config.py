@@ -17,13 +17,13 @@ Example:
 """
 from __future__ import annotations
 
-import fnmatch
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
 from .._validate import ConfigBase, check_str
 from ..data.vision import DEFAULT_DIR
+from ..param_filter import globs_to_regexes
 from ..quant.dygraph import PTQ_ALGOS
 
 __all__ = [
@@ -122,8 +122,8 @@ class TrainConfig(ConfigBase):
 @dataclass
 class KurtosisConfig(ConfigBase):
     """``Kurtosis``: kurtosis regularization (KURE) in the QAT+KURE arms. The
-    selection keys map onto :func:`paddle_kure.selection.select_tensors` (see
-    :meth:`selection`), applied to the FP32 model's weights.
+    selection keys are the ``Prune`` section's and map onto :func:`paddle_kure.plan_kure`
+    (see :meth:`selection`), applied to the FP32 model.
 
     Attributes:
         coeff: the KURE paper's lambda: ``coeff * mean over tensors of (K - target)^2``.
@@ -131,13 +131,14 @@ class KurtosisConfig(ConfigBase):
         include: glob patterns of parameter names (``model.named_parameters()``) to
             regularize; empty: every weight with 2+ dimensions.
         exclude: glob patterns never regularized (the paper leaves the first conv out).
+        layer_types: regularize only weights of these layer classes (``Conv2D``, ``Linear``).
         min_size: fewest elements of a regularized tensor.
         auto_exclude: also leave out tensors whose FP32 kurtosis is an outlier among
             the chosen ones: ``mean_std`` (the rule of Paddle issue #28522: outside mean +-
-            ``auto_exclude_std`` std), ``log_mad`` (log10 kurtosis beyond median +
-            ``auto_exclude_mad`` MADs), or false. ``true`` means ``mean_std``.
-        auto_exclude_std: the width of the ``mean_std`` band, in standard deviations.
-        auto_exclude_mad: the width of the ``log_mad`` band, in median absolute deviations.
+            ``num_std`` std), ``log_mad`` (log10 kurtosis beyond median +
+            ``mad_k`` MADs), or false. ``true`` means ``mean_std``.
+        num_std: the width of the ``mean_std`` band, in standard deviations.
+        mad_k: the width of the ``log_mad`` band, in median absolute deviations.
         on_weights: regularize the chosen weights (through ``KurtosisDecay``).
         on_activations: add ``coeff * mean (K - target)^2`` of the outputs of the
             layers owning the chosen weights to the loss.
@@ -147,10 +148,11 @@ class KurtosisConfig(ConfigBase):
     target: float = 1.8
     include: Tuple[str, ...] = ()
     exclude: Tuple[str, ...] = ("conv1.*",)
+    layer_types: Tuple[str, ...] = ()
     min_size: int = 0
     auto_exclude: Union[bool, str] = False
-    auto_exclude_std: float = 3.0
-    auto_exclude_mad: float = 3.5
+    num_std: float = 3.0
+    mad_k: float = 3.5
     on_weights: bool = True
     on_activations: bool = False
 
@@ -163,28 +165,30 @@ class KurtosisConfig(ConfigBase):
         self._number("target", low=1.0, low_open=True)
         self._str_list("include")
         self._str_list("exclude")
+        self._str_list("layer_types")
         self._int("min_size", low=0)
         if not isinstance(self.auto_exclude, bool) and self.auto_exclude not in AUTO_EXCLUDE_RULES:
             raise ValueError(f"Kurtosis.auto_exclude must be false, true or one of {list(AUTO_EXCLUDE_RULES)}, "
                              f"got {self.auto_exclude!r}")
-        self._number("auto_exclude_std", low=0.0, low_open=True)
-        self._number("auto_exclude_mad", low=0.0, low_open=True)
+        self._number("num_std", low=0.0, low_open=True)
+        self._number("mad_k", low=0.0, low_open=True)
         self._bool("on_weights")
         self._bool("on_activations")
         if not (self.on_weights or self.on_activations):
             raise ValueError("Kurtosis: on_weights and on_activations are both false: KURE would do nothing")
 
     def selection(self) -> dict:
-        """Keyword arguments of :func:`paddle_kure.selection.select_tensors` /
-        :func:`paddle_kure.plan_kure` (glob patterns become regular expressions)."""
+        """Keyword arguments of :func:`paddle_kure.plan_kure` (glob patterns become
+        regular expressions)."""
         rule = "mean_std" if self.auto_exclude is True else (self.auto_exclude or None)
         return {
-            "include": [fnmatch.translate(p) for p in self.include] or None,
-            "exclude": [fnmatch.translate(p) for p in self.exclude],
+            "include": globs_to_regexes(self.include) or None,
+            "exclude": globs_to_regexes(self.exclude),
+            "layer_types": list(self.layer_types) or None,
             "min_size": self.min_size,
             "auto_exclude": rule,
-            "num_std": self.auto_exclude_std,
-            "mad_k": self.auto_exclude_mad,
+            "num_std": self.num_std,
+            "mad_k": self.mad_k,
         }
 
 

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Mapping
 
 from .._validate import ConfigBase, check_choice
+from ..param_filter import globs_to_regexes
 from .pruner import GRANULARITIES, MagnitudePruner
 from .schedules import ConstantSchedule, CubicSchedule, LogSchedule, SparsitySchedule
 
@@ -61,6 +62,10 @@ class PruneConfig(ConfigBase):
         exclude (tuple[str], optional): glob patterns of names never pruned.
         layer_types (tuple[str], optional): prune only parameters of these layer
             classes (``"Conv2D"``, ``"Linear"``); dygraph models only.
+        min_size (int, optional): fewest elements of a pruned parameter.
+
+    The selection keys are those of the ``Kurtosis`` section; the glob patterns
+    become the regular expressions of :class:`MagnitudePruner` in :meth:`build_pruner`.
 
     Examples:
         .. code-block:: python
@@ -71,7 +76,7 @@ class PruneConfig(ConfigBase):
             ...                  "start": 0, "end": 900, "frequency": 100, "unit": "iteration"},
             ...     "granularity": "global", "exclude": ["conv1.*"]})
             >>> print(config)
-            PruneConfig(schedule=CubicSchedule(initial_sparsity=0.0, final_sparsity=0.75, start=0, end=900, frequency=100, unit='iteration'), granularity='global', include=(), exclude=('conv1.*',), layer_types=())
+            PruneConfig(schedule=CubicSchedule(initial_sparsity=0.0, final_sparsity=0.75, start=0, end=900, frequency=100, unit='iteration'), granularity='global', include=(), exclude=('conv1.*',), layer_types=(), min_size=0)
             >>> # pruner = config.build_pruner(model)  # then pruner.step() after each optimizer step
     """
 
@@ -80,6 +85,7 @@ class PruneConfig(ConfigBase):
     include: tuple = ()
     exclude: tuple = ()
     layer_types: tuple = ()
+    min_size: int = 0
 
     OWNER = "Prune"
 
@@ -90,6 +96,7 @@ class PruneConfig(ConfigBase):
         self._choice("granularity", GRANULARITIES)
         for key in ("include", "exclude", "layer_types"):
             self._str_list(key)  # lists from YAML become hashable tuples
+        self._int("min_size", low=0)
 
     @classmethod
     def from_dict(cls, data: Mapping, source: str = "") -> "PruneConfig":
@@ -109,5 +116,6 @@ class PruneConfig(ConfigBase):
 
     def build_pruner(self, target, scope=None, place=None) -> MagnitudePruner:
         """A :class:`MagnitudePruner` for ``target`` (a Layer or a static Program) with this config."""
-        return MagnitudePruner(target, self.schedule, granularity=self.granularity, include=self.include,
-                               exclude=self.exclude, layer_types=self.layer_types, scope=scope, place=place)
+        return MagnitudePruner(target, self.schedule, granularity=self.granularity,
+                               include=globs_to_regexes(self.include) or None, exclude=globs_to_regexes(self.exclude),
+                               layer_types=self.layer_types, min_size=self.min_size, scope=scope, place=place)
