@@ -3,6 +3,13 @@
 Kurtosis regularization (KURE) with a fused C++/CUDA operator, selective KURE for
 pretrained models, PACT and quantization-aware training with PaddleSlim,
 gradual magnitude pruning, and transformer quantization/binarization.
+
+The KURE surface: :class:`KurtosisDecay` (the regularizer), :func:`plan_kure` /
+:func:`attach_kure` (choose tensors, attach it), :class:`KurtosisLoss` / :class:`Kure`
+(a loss term), ``paddle_kure.quant.prepare_qat(kure=...)`` and its static counterpart
+``paddle_kure.quant.static.add_kurtosis_regularization``. The application wing
+(``paddle_kure.apps``: the run pipeline, the studies, the kurtosis report) is built
+on this core and never imported by it.
 """
 import warnings
 

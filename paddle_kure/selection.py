@@ -198,9 +198,9 @@ def _select(tensors, include, exclude, layer_types, min_size, auto_exclude, num_
 def select_tensors(shapes: dict, kurtosis_values: dict, *, include: Include = None, exclude: Sequence[str] = (),
                    min_size: int = 0, auto_exclude: Optional[str] = None, num_std: float = 3.0,
                    mad_k: float = 3.5) -> KurePlan:
-    """The selection of :func:`plan_kure` on names, shapes and kurtosis values
-    (e.g. measured on another copy of the model), without parameters: the plan can
-    be printed, not attached. A tensor missing from ``kurtosis_values`` has NaN.
+    """Alias of :func:`plan_kure` on names, shapes and kurtosis values (e.g. recorded
+    from another copy of the model), without parameters: the plan can be printed,
+    not attached. A tensor missing from ``kurtosis_values`` has NaN.
 
     Examples:
         .. code-block:: python

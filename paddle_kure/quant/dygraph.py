@@ -26,9 +26,10 @@ def _check_type(name, value, expected, allow_none=False):
 
 
 def apply_kure(model: paddle.nn.Layer, kure: KureConfig) -> list:
-    """Sets ``KurtosisDecay(kure.coeff / L, kure.target, l2)`` as the regularizer
-    of the L weights that ``kure.params`` chooses (with :func:`paddle_kure.attach_kure`;
-    ``l2`` is ``kure.l2_coeff`` or a weight's own L2Decay); returns their names.
+    """Alias of :func:`paddle_kure.attach_kure` taking a :class:`KureConfig` (what
+    :func:`prepare_qat` calls): sets ``KurtosisDecay(kure.coeff / L, kure.target, l2)``
+    as the regularizer of the L weights that ``kure.params`` chooses (``l2`` is
+    ``kure.l2_coeff`` or a weight's own L2Decay); returns their names.
 
     Examples:
         .. code-block:: python

@@ -30,7 +30,8 @@ __all__ = [
 
 def add_kurtosis_regularization(program, params=None, coeff: float = 1.0, target: float = 1.8,
                                 l2_coeff: float = 0.0) -> list:
-    """Sets ``KurtosisDecay(coeff / L, target, l2_coeff)`` as the regularizer of the
+    """The static counterpart of ``prepare_qat(kure=...)``: sets
+    ``KurtosisDecay(coeff / L, target, l2_coeff)`` as the regularizer of the
     L chosen parameters of ``program`` (PIR or legacy), before the optimizer's
     ``minimize``; returns their names. ``l2_coeff`` keeps L2 decay on them: a
     parameter's regularizer replaces the optimizer's ``weight_decay`` (a parameter's
@@ -56,9 +57,10 @@ def add_kurtosis_regularization(program, params=None, coeff: float = 1.0, target
 
 
 def kurtosis_loss(program, params=None, coeff: float = 1.0, target: float = 1.8):
-    """The KURE loss term ``coeff * mean over chosen parameters of (K - target)^2``
-    built in ``program`` (PIR or legacy) with :func:`paddle_kure.kurtosis`; add it
-    to the loss before ``minimize``. Call inside the program's ``program_guard``."""
+    """Alias of :class:`paddle_kure.KurtosisLoss` on a Program: the KURE loss term
+    ``coeff * mean over chosen parameters of (K - target)^2`` built in ``program``
+    (PIR or legacy) with :func:`paddle_kure.kurtosis`; add it to the loss before
+    ``minimize``. Call inside the program's ``program_guard``."""
     check_number("kurtosis_loss", "coeff", coeff, low=0.0)
     plan = plan_kure(program, include=params)
     if not plan.chosen:
