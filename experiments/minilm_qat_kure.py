@@ -29,6 +29,7 @@ writes ``docs/results/minilm_qat_kure.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -36,15 +37,13 @@ import time
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 
-from paddle_kure import kurtosis
-
+from paddle_kure import kurtosis, plan_kure
+from paddle_kure.apps.transformer_study import evaluate, padded_batches
 from paddle_kure.data.text import load_rotten_tomatoes
 from paddle_kure.models import BertClassifier, load_minilm
 from paddle_kure.quant import KureConfig, QuantAwareConfig, prepare_qat
-from paddle_kure.selection import plan_kure
-from paddle_kure.apps.transformer_study import evaluate, padded_batches
+from paddle_kure.train import fit
 
 ARMS = {
     "qat": "INT8 QAT",
@@ -106,33 +105,27 @@ def run(arm, seed, data, args, log):
     rng = np.random.RandomState(seed)
     order = np.concatenate([rng.permutation(len(train_labels))
                             for _ in range(1 + args.steps * args.batch_size // len(train_labels))])
-    batches = padded_batches(train_ids, train_labels, args.batch_size, order[:args.steps * args.batch_size])
-    best = {"val_accuracy": -1.0}
+    stream = padded_batches(train_ids, train_labels, args.batch_size, order[:args.steps * args.batch_size])
+    rounds = -(-args.steps // args.eval_every)  # one validation after every eval_every steps and at the end
     curve = []
-    losses = []
     start = time.time()
-    classifier.train()
-    for step, (batch, target) in enumerate(batches, 1):
-        loss = F.cross_entropy(classifier(paddle.to_tensor(batch)), paddle.to_tensor(target))
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        losses.append(float(loss))
-        if step % args.eval_every and step != args.steps:
-            continue
-        val_accuracy = evaluate(classifier, *data["val"], batch_size=64)
-        classifier.train()
-        point = {"step": step, "train_loss": float(np.mean(losses[-args.eval_every:])), "val_accuracy": val_accuracy,
-                 "ffn2_mean_kurtosis": mean_kurtosis([named[n] for n in ffn2])}
+
+    def round_batches(_):
+        return itertools.islice(stream, args.eval_every)
+
+    def record_point(record):
+        point = {"step": min(record["epoch"] * args.eval_every, args.steps), "train_loss": record["loss"],
+                 "val_accuracy": record["val_acc"], "ffn2_mean_kurtosis": mean_kurtosis([named[n] for n in ffn2])}
         if plan:
             point["kure_mean_kurtosis"] = mean_kurtosis([named[n] for n in plan.chosen])
         curve.append(point)
-        log(f"{arm} seed {seed} step {step}: loss {point['train_loss']:.4f} val {val_accuracy:.4f} "
+        log(f"{arm} seed {seed} step {point['step']}: loss {point['train_loss']:.4f} val {point['val_accuracy']:.4f} "
             f"FFN2 kurtosis {point['ffn2_mean_kurtosis']:.1f} ({time.time() - start:.0f} s)")
-        if val_accuracy > best["val_accuracy"]:
-            best = {"val_accuracy": val_accuracy, "step": step,
-                    "state": {k: v.numpy().copy() for k, v in model.state_dict().items()}}
-    model.set_state_dict(best["state"])
+
+    history = fit(classifier, optimizer, None, None, rounds, args.batch_size, progress=False, batches=round_batches,
+                  validate=lambda m: evaluate(m, *data["val"], batch_size=64), select_best=True, log=record_point)
+    best = next(record for record in history if record.get("selected"))
+    best = {"val_accuracy": best["val_acc"], "step": min(best["epoch"] * args.eval_every, args.steps)}
     return {
         "arm": arm,
         "seed": seed,

@@ -41,7 +41,7 @@ MODEL = dict(channels=(8, 16), hidden=64)
 def train(model, opt, images, labels, epochs, batch_size, seed, pruner=None):
     """``paddle_kure.train.fit``; the pruner acts after every optimizer step and epoch."""
     fit(model, opt, images, labels, epochs, batch_size, seed=seed,
-        step_callbacks=[lambda _: pruner.step()] if pruner else (),
+        step_callbacks=[lambda step, loss: pruner.step()] if pruner else (),
         epoch_callbacks=[lambda _: pruner.end_epoch()] if pruner else (), progress=False)
 
 

@@ -115,7 +115,7 @@ class RunPipeline:
         trained = paddle.DataParallel(model) if self.world_size > 1 else model
         return fit(trained, optimizer, self.data.train_images, self.data.train_labels, epochs, t.batch_size,
                    seed=self.config.Global.seed, extra_loss=extra_loss,
-                   step_callbacks=[lambda step: pruner.step()] if pruner else (),
+                   step_callbacks=[lambda step, loss: pruner.step()] if pruner else (),
                    epoch_callbacks=[lambda epoch: pruner.end_epoch()] if pruner else (),
                    stateful=[pruner] if pruner else (),
                    checkpoint_dir=os.path.join(self.output_dir, "checkpoints", name), resume=self.resume,

@@ -207,24 +207,21 @@ def build_model(config, variant, data):
 
 
 def evaluate(model, ids, labels, batch_size=256):
-    import paddle
+    """Accuracy on token ids in padded batches (:func:`paddle_kure.train.evaluate`: eval
+    mode, the model's mode restored)."""
+    from paddle_kure.train import evaluate as evaluate_batches
 
-    model.eval()
-    correct = 0
-    with paddle.no_grad():
-        for batch, target in padded_batches(ids, labels, batch_size, np.arange(len(labels))):
-            logits = model(paddle.to_tensor(batch))
-            correct += int((logits.argmax(axis=-1).numpy() == target).sum())
-    return correct / len(labels)
+    return evaluate_batches(model, batches=padded_batches(ids, labels, batch_size, np.arange(len(labels))))
 
 
 def train_variant(config, variant, data, seed, init_state=None, log=print):
-    """Train one (variant, seed); returns the result row and the selected model's state dict."""
+    """Train one (variant, seed) with :func:`paddle_kure.train.fit`; returns the result
+    row and the selected model's state dict."""
     import paddle
-    import paddle.nn.functional as F
 
     from paddle_kure.models.transformer import model_size_bits
-    from paddle_kure.nn.quantizers import set_quantization_enabled, update_ede
+    from paddle_kure.nn import quantizers
+    from paddle_kure.train import fit
 
     paddle.seed(seed)
     rng = np.random.RandomState(seed)
@@ -239,36 +236,34 @@ def train_variant(config, variant, data, seed, init_state=None, log=print):
     optimizer = paddle.optimizer.Adam(config.learning_rate, parameters=model.parameters())
     train_ids, train_labels = data.splits["train"]
     quantized_epochs = config.epochs - variant.latent_epochs
-    best = {"val_accuracy": -1.0}
-    start = time.time()
-    for epoch in range(config.epochs):
+
+    def switch_quantizers(epoch):
         quantizing = epoch >= variant.latent_epochs
-        set_quantization_enabled(model, quantizing)
+        quantizers.set_quantization_enabled(model, quantizing)
         if quantizing:
-            update_ede(model, epoch - variant.latent_epochs, quantized_epochs)
-        model.train()
-        order = rng.permutation(len(train_labels))
-        for batch, target in padded_batches(train_ids, train_labels, config.batch_size, order):
-            loss = F.cross_entropy(model(paddle.to_tensor(batch)), paddle.to_tensor(target))
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-        val_accuracy = evaluate(model, *data.splits["val"])
-        log(f"  {variant.name} seed {seed} epoch {epoch + 1}/{config.epochs}: loss {float(loss):.4f} "
-            f"val {val_accuracy:.4f}{'' if quantizing else ' (full precision, not selectable)'}")
-        if quantizing and val_accuracy > best["val_accuracy"]:
-            best = {"val_accuracy": val_accuracy, "epoch": epoch + 1,
-                    "state": {key: value.numpy().copy() for key, value in model.state_dict().items()}}
-    model.set_state_dict(best["state"])
+            quantizers.update_ede(model, epoch - variant.latent_epochs, quantized_epochs)
+
+    def report(record):
+        selectable = record["epoch"] > variant.latent_epochs
+        log(f"  {variant.name} seed {seed} epoch {record['epoch']}/{config.epochs}: loss {record['loss']:.4f} "
+            f"val {record['val_acc']:.4f}{'' if selectable else ' (full precision, not selectable)'}")
+
+    start = time.time()
+    history = fit(model, optimizer, None, None, config.epochs, config.batch_size, progress=False,
+                  batches=lambda epoch: padded_batches(train_ids, train_labels, config.batch_size,
+                                                       rng.permutation(len(train_labels))),
+                  epoch_begin_callbacks=[switch_quantizers], validate=lambda m: evaluate(m, *data.splits["val"]),
+                  select_best=lambda epoch: epoch >= variant.latent_epochs, log=report)
+    best = next(record for record in history if record.get("selected"))
     return {
         "seed": seed,
         "best_epoch": best["epoch"],
-        "val_accuracy": best["val_accuracy"],
+        "val_accuracy": best["val_acc"],
         "test_accuracy": evaluate(model, *data.splits["test"]),
         "size_bits": model_size_bits(model),
         "size_bits_without_embedding": model_size_bits(model, include_embedding=False),
         "train_seconds": round(time.time() - start, 1),
-    }, best["state"]
+    }, {key: value.numpy().copy() for key, value in model.state_dict().items()}
 
 
 def _mean_std(values):
