@@ -2,7 +2,7 @@
 
 For each tensor size it times (median of repeats, float32, on the current device):
   fused      paddle_kure.kurtosis forward + backward
-  composite  the same with Paddle ops and autograd (seed 002's formulation:
+  composite  the same with Paddle ops and autograd (Zanetti's formulation:
              ((t - t.mean()) / t.std()) ** 4 .mean())
   reg op     paddle_kure.kurtosis_decay_grad (what KurtosisDecay runs per step)
   copy       a plain read + write of the tensor (memory-bandwidth floor)

@@ -20,17 +20,18 @@ write ``docs/results/minilm_kure_finetune{,_momentum}.{json,md,png}``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 
 from paddle_kure import KurtosisLoss, attach_kure, plan_kure
 from paddle_kure.data.text import load_rotten_tomatoes
 from paddle_kure.models import BertClassifier, load_minilm
+from paddle_kure.train import evaluate, fit
 
 ARMS = {
     "none": "no KURE",
@@ -53,21 +54,13 @@ def build_model(seed, max_len):
 def batches(tokenizer, texts, labels, order, batch_size):
     for start in range(0, len(order) - batch_size + 1, batch_size):
         index = order[start:start + batch_size]
-        encoded = tokenizer([texts[i] for i in index])
-        yield {k: paddle.to_tensor(v) for k, v in encoded.items()}, paddle.to_tensor(labels[index])
+        yield tokenizer([texts[i] for i in index]), labels[index]
 
 
-@paddle.no_grad()
 def accuracy(model, tokenizer, texts, labels, batch_size=64):
-    model.eval()
     order = np.arange(len(texts))
-    correct = 0
-    for start in range(0, len(texts), batch_size):
-        index = order[start:start + batch_size]
-        encoded = {k: paddle.to_tensor(v) for k, v in tokenizer([texts[i] for i in index]).items()}
-        correct += int((model(**encoded).argmax(-1).numpy() == labels[index]).sum())
-    model.train()
-    return correct / len(texts)
+    return evaluate(model, batches=((tokenizer([texts[i] for i in order[start:start + batch_size]]),
+                                     labels[start:start + batch_size]) for start in range(0, len(texts), batch_size)))
 
 
 @paddle.no_grad()
@@ -96,23 +89,21 @@ def run_arm(arm, splits, args, log):
     order = np.random.default_rng(args.seed).permutation(len(texts))
     order = np.concatenate([order] * (1 + args.steps * args.batch_size // len(texts)))
     history = {"step": [], "ce": [], "kure_naive": [], "kure_selective": []}
-    model.train()
     start = time.time()
-    for step, (batch, target) in enumerate(batches(tokenizer, texts, labels, order, args.batch_size), 1):
-        loss = F.cross_entropy(model(**batch), target)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
+
+    def record_step(step, loss):
         history["step"].append(step)
-        history["ce"].append(float(loss))
+        history["ce"].append(loss)
         for key, names in monitored.items():
             history[f"kure_{key}"].append(kure_term([named[n] for n in names], args.coeff))
         if step % 25 == 0:
             log(f"{arm} step {step}: ce {np.mean(history['ce'][-25:]):.4f}, KURE term naive "
                 f"{history['kure_naive'][-1]:.4g} selective {history['kure_selective'][-1]:.4g} "
                 f"({time.time() - start:.0f} s)")
-        if step == args.steps:
-            break
+
+    # one pass of args.steps batches, the KURE terms recorded after every step
+    fit(model, optimizer, None, None, 1, args.batch_size, progress=False, step_callbacks=[record_step],
+        batches=lambda _: itertools.islice(batches(tokenizer, texts, labels, order, args.batch_size), args.steps))
     ffn2 = {r.name: r.kurtosis for r in plan_kure(model, include=[FFN2]).rows if r.chosen}
     result = {
         "arm": arm,

@@ -1,6 +1,6 @@
 """Does KURE make weight quantization forgiving of a wrong step? Fashion-MNIST, default SmallCNN.
 
-Trains with the ``paddle-kure run`` pipeline (``paddle_kure.commands.run``: same data
+Trains with the ``paddle-kure run`` pipeline (``paddle_kure.apps.run``: same data
 split, ``fit``, checkpoints, QAT through ``prepare_qat``):
 
 - FP32 without KURE (the run's ``fp32`` stage);
@@ -9,7 +9,7 @@ split, ``fit``, checkpoints, QAT through ``prepare_qat``):
 - QAT W4A4 and QAT+KURE W4A4 fine-tuned from the FP32 weights (the run's stages).
 
 Then every model's float weights go through the ``paddle-kure robustness`` sweep
-(``paddle_kure.commands.robustness.sweep_model``) at 8, 4 and 3 bits, per tensor and
+(``paddle_kure.apps.robustness.sweep_model``) at 8, 4 and 3 bits, per tensor and
 per output channel: abs-max scales times fixed ratios and times N(1, std) noise over
 seeds, and the unperturbed MSE and accuracy-searched scales (the latter chosen on
 validation images). Accuracies are on the first ``--sweep-test-size`` test images.
@@ -32,9 +32,9 @@ import time
 import numpy as np
 import paddle
 
-from paddle_kure.commands.robustness import load_model, sweep_model, write_outputs
-from paddle_kure.commands.run import RunPipeline, choose_kure_weights
-from paddle_kure.config import config_from_dict
+from paddle_kure.apps.robustness import load_model, sweep_model, write_outputs
+from paddle_kure.apps.run import RunPipeline, choose_kure_weights
+from paddle_kure.apps.run_config import config_from_dict
 from paddle_kure.quant import KureConfig, apply_kure
 from paddle_kure.robustness import SweepConfig
 from paddle_kure.train import evaluate
@@ -60,8 +60,7 @@ def train_models(args) -> tuple:
     }, source="robustness_fashion_mnist.py")
     run = RunPipeline(config, args.work_dir, resume=True, progress=False)
     records = {"fp32": run.stage("fp32", run.fp32)}
-    kure_weights = choose_kure_weights({n: p.shape for n, p in run.new_model().named_parameters()},
-                                       records["fp32"]["weight_kurtosis"], config.Kurtosis)
+    kure_weights = choose_kure_weights(run.new_model(run.fp32_weights), config.Kurtosis)
     run.log(f"KURE regularizes {kure_weights}")
 
     def fp32_kure():

@@ -7,11 +7,11 @@ autograd through :func:`paddle_kure.kurtosis`.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import paddle
 
+from ._validate import check_bool, check_choice, check_number
 from .ops import kurtosis
 from .selection import plan_kure
 
@@ -21,15 +21,12 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_target_and_reduction(owner, target, reduction):
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 1:
-        raise ValueError(f"{owner}: target must be a number > 1 (every distribution has K >= 1), got {target!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"{owner}: reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
+    check_number(owner, "target", target, low=1.0, low_open=True)  # every distribution has K >= 1
+    check_choice(owner, "reduction", reduction, REDUCTIONS)
 
 
 def _check_coeff(owner, coeff):
-    if isinstance(coeff, bool) or not isinstance(coeff, (int, float)) or not math.isfinite(coeff) or coeff < 0:
-        raise ValueError(f"{owner}: coeff must be a finite number >= 0, got {coeff!r}")
+    check_number(owner, "coeff", coeff, low=0.0)
 
 
 def kurtosis_penalty(kurtoses: Sequence, target: float = 1.8, reduction: str = "mean"):
@@ -173,7 +170,7 @@ class ActivationKurtosis:
 
 
 class Kure:
-    """KURE on a model's weights and/or activations as one loss term (seed 000's
+    """KURE on a model's weights and/or activations as one loss term (Paddle issue #28522's
     ``Kure_reg(on_weights, on_activations)``): ``coeff * reduction of (K - target)^2``
     over the chosen weight tensors and the outputs of the chosen layers recorded
     since the last :meth:`loss`.
@@ -208,9 +205,8 @@ class Kure:
                  **selection):
         _check_coeff("Kure", coeff)
         _check_target_and_reduction("Kure", target, reduction)
-        for key, value in (("on_weights", on_weights), ("on_activations", on_activations)):
-            if not isinstance(value, bool):
-                raise TypeError(f"Kure: {key} must be True or False, got {value!r}")
+        check_bool("Kure", "on_weights", on_weights)
+        check_bool("Kure", "on_activations", on_activations)
         if not (on_weights or on_activations):
             raise ValueError("Kure: on_weights and on_activations are both False: KURE would do nothing")
         self.coeff, self.target, self.reduction = float(coeff), float(target), reduction

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import os
-import warnings
 
 import paddle
 from paddle import _C_ops
@@ -36,10 +35,8 @@ def load_library() -> str:
                 "Build them with `pip install --no-build-isolation -e .` "
                 "(or `make venv`) in the source tree."
             )
-        with warnings.catch_warnings():
-            # Paddle warns about a missing ccache when its extension tools load: irrelevant here.
-            warnings.filterwarnings("ignore", message="No ccache found")
-            from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
+        # imported by paddle itself already (paddle_kure/__init__.py silences its ccache warning)
+        from paddle.utils.cpp_extension import load_op_meta_info_and_register_op
         load_op_meta_info_and_register_op(found[0])
         _library_path = found[0]
     return _library_path

@@ -1,12 +1,12 @@
 """KurtosisDecay: the KURE weight regularizer in the shape of ``paddle.regularizer.L2Decay``."""
 from __future__ import annotations
 
-import math
 
 from paddle import pir
 from paddle.base import framework
 from paddle.regularizer import L2Decay, WeightDecayRegularizer
 
+from ._validate import check_int, check_number
 from .ops import kurtosis_decay_grad
 
 __all__ = ["KurtosisDecay"]
@@ -73,23 +73,11 @@ class KurtosisDecay(WeightDecayRegularizer):
 
     def __init__(self, coeff: float = 0.0, target: float = 1.8, l2_coeff: float = 0.0, min_ndim: int = 2) -> None:
         super().__init__()
-        for name, value in (("coeff", coeff), ("target", target), ("l2_coeff", l2_coeff)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise TypeError(f"KurtosisDecay: {name} must be a finite number, got {value!r}")
-        if coeff < 0:
-            raise ValueError(f"KurtosisDecay: coeff must be >= 0, got {coeff}")
-        if l2_coeff < 0:
-            raise ValueError(f"KurtosisDecay: l2_coeff must be >= 0, got {l2_coeff}")
-        if target <= 1.0:
-            raise ValueError(f"KurtosisDecay: target must be > 1 (every distribution has K >= 1), got {target}")
-        if isinstance(min_ndim, bool) or not isinstance(min_ndim, int):
-            raise TypeError(f"KurtosisDecay: min_ndim must be an int, got {min_ndim!r}")
-        if min_ndim < 1:
-            raise ValueError(f"KurtosisDecay: min_ndim must be >= 1, got {min_ndim}")
-        self._min_ndim = min_ndim
-        self._coeff = float(coeff)
-        self._target = float(target)
-        self._l2_coeff = float(l2_coeff)
+        self._coeff = check_number("KurtosisDecay", "coeff", coeff, low=0.0)
+        # every distribution has K >= 1
+        self._target = check_number("KurtosisDecay", "target", target, low=1.0, low_open=True)
+        self._l2_coeff = check_number("KurtosisDecay", "l2_coeff", l2_coeff, low=0.0)
+        self._min_ndim = check_int("KurtosisDecay", "min_ndim", min_ndim, low=1)
 
     @property
     def coeff(self) -> float:

@@ -3,7 +3,7 @@
 Post-training weight quantization of a trained dygraph model with a chosen
 scale per tensor (or per output channel), deliberately perturbed: multiplied by
 a fixed ratio, or by random N(1, std) noise. The KURE paper claims that a
-KURE-trained model keeps its accuracy when the step is off; seed 000 asked
+KURE-trained model keeps its accuracy when the step is off; Paddle issue #28522 asked
 whether the abs-max scale is a good choice at all. :func:`sweep` answers both
 for any model and evaluation function, and :func:`weight_scales` chooses scales
 by abs-max, by least squared error (``'mse'``) or by best accuracy on a
@@ -22,6 +22,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import paddle
+
+from ._validate import ConfigBase, check_bool, check_choice, check_int, check_number
 
 __all__ = [
     "SCALE_METHODS",
@@ -101,9 +103,11 @@ def _check_method(scale_method):
         raise ValueError(f"scale_method must be one of {SCALE_METHODS}, got {scale_method!r}")
 
 
-def _check_fractions(fractions):
-    if not len(fractions) or any(not (0 < f <= 1.5) for f in fractions):
-        raise ValueError(f"accuracy fractions must be a non-empty list of values in (0, 1.5], got {list(fractions)}")
+def _check_fractions(owner, fractions):
+    if not len(fractions):
+        raise ValueError(f"{owner}.accuracy_fractions must not be empty")
+    for f in fractions:
+        check_number(owner, "accuracy_fractions", f, low=0.0, high=1.5, low_open=True)
 
 
 def weight_scales(
@@ -150,7 +154,7 @@ def weight_scales(
         return scales
     if calibrate is None:
         raise ValueError("scale_method 'accuracy' needs calibrate=fn(model) -> accuracy on a calibration split")
-    _check_fractions(fractions)
+    _check_fractions("weight_scales", fractions)
     fractions = sorted({float(f) for f in fractions}, reverse=True)
     chosen = dict(scales)
     for name, _, _ in weights:
@@ -219,7 +223,7 @@ def scale_ratio(model: paddle.nn.Layer, scales: dict, per_channel: bool = False,
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(ConfigBase):
     """What :func:`sweep` varies. Validates itself.
 
     Attributes:
@@ -230,7 +234,7 @@ class SweepConfig:
         seeds: noise draws per std.
         scale_methods: unperturbed scales swept with ``factors``, from
             :data:`SCALE_METHODS` ('accuracy' needs :func:`sweep`'s ``calibrate``).
-            Noise always perturbs the abs-max scale (seed 000's setting).
+            Noise always perturbs the abs-max scale (the setting of Paddle issue #28522).
         accuracy_fractions: the fractions of abs-max that the 'accuracy' method
             tries per tensor (see :func:`weight_scales`).
     """
@@ -243,21 +247,19 @@ class SweepConfig:
     scale_methods: Sequence[str] = ("abs_max", "mse")
     accuracy_fractions: Sequence[float] = ACCURACY_FRACTIONS
 
-    def __post_init__(self):
-        if not self.bits or any(isinstance(b, bool) or not isinstance(b, int) or b < 2 or b > 16 for b in self.bits):
-            raise ValueError(f"bits must be integers in [2, 16], got {list(self.bits)}")
-        if not self.per_channel or any(not isinstance(p, bool) for p in self.per_channel):
-            raise ValueError(f"per_channel must be a non-empty list of booleans, got {list(self.per_channel)}")
-        if any(not (f > 0 and math.isfinite(f)) for f in self.factors):
-            raise ValueError(f"factors must be positive, got {list(self.factors)}")
-        if any(not (s >= 0 and math.isfinite(s)) for s in self.noise_stds):
-            raise ValueError(f"noise_stds must be >= 0, got {list(self.noise_stds)}")
-        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
-            raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
-        unknown = [m for m in self.scale_methods if m not in SCALE_METHODS]
-        if unknown or not self.scale_methods:
-            raise ValueError(f"scale_methods {list(self.scale_methods)}: need one or more of {SCALE_METHODS}")
-        _check_fractions(self.accuracy_fractions)
+    def validate(self):
+        owner = self.owner()
+        for key in ("bits", "per_channel", "scale_methods"):
+            if not len(getattr(self, key)):
+                raise ValueError(f"{owner}.{key} must not be empty")
+        self.bits = [check_int(owner, "bits", b, low=2, high=16) for b in self.bits]
+        self.per_channel = [check_bool(owner, "per_channel", p) for p in self.per_channel]
+        self.factors = [check_number(owner, "factors", f, low=0.0, low_open=True) for f in self.factors]
+        self.noise_stds = [check_number(owner, "noise_stds", s, low=0.0) for s in self.noise_stds]
+        self._int("seeds", low=1)
+        for method in self.scale_methods:
+            check_choice(owner, "scale_methods", method, SCALE_METHODS)
+        _check_fractions(owner, self.accuracy_fractions)
 
 
 @dataclass

@@ -1,26 +1,20 @@
 """Selective KURE: choose the tensors a kurtosis regularizer covers and attach it.
 
 Pretrained transformers hold a few weight tensors whose kurtosis is orders of
-magnitude above the others' (seed 002: each block's FFN second FC). Pushing those
+magnitude above the others' (Zanetti's ERNIE study: each block's FFN second FC). Pushing those
 toward 1.8 swamps the loss; leaving them out does not. :func:`plan_kure` decides,
 for every parameter of a dygraph ``Layer`` or a static ``Program`` (PIR or
 legacy), whether KURE covers it, and says why; :func:`attach_kure` also sets
 :class:`paddle_kure.KurtosisDecay` on the chosen ones.
 
-The criteria, applied in this order (the first that rejects a tensor is its reason):
-
-1. ``include``: regular expressions a whole parameter name must match
-   (``re.fullmatch``; a plain name matches itself), or a predicate
-   ``fn(name, param) -> bool``; None: every tensor with 2 or more dimensions.
-2. ``exclude``: regular expressions (whole names) never chosen.
-3. ``layer_types``: the class (or class name, base classes included) of the layer
-   owning the parameter, e.g. ``["Linear", "Conv2D"]``; dygraph only.
-4. ``min_size``: fewest elements.
-5. ``auto_exclude``: leave out the tensors whose kurtosis is an outlier among the
-   tensors still chosen: ``'mean_std'`` (seed 000: outside mean +- ``num_std``
-   standard deviations of their kurtosis), ``'log_mad'`` (log10 kurtosis beyond
-   median + ``mad_k`` median absolute deviations; one extreme tensor cannot hide
-   itself by inflating the standard deviation), or None.
+The criteria are those of :class:`paddle_kure.param_filter.ParamFilter` (``include``
+regular expressions or a predicate, ``exclude``, ``layer_types``, ``min_size``; with no
+``include``, only tensors of 2+ dimensions), then ``auto_exclude``: leave out the
+tensors whose kurtosis is an outlier among the tensors still chosen: ``'mean_std'``
+(Paddle issue #28522: outside mean +- ``num_std`` standard deviations of their
+kurtosis), ``'log_mad'`` (log10 kurtosis beyond median + ``mad_k`` median absolute
+deviations; one extreme tensor cannot hide itself by inflating the standard
+deviation), or None.
 
 Names are the structured names of ``Layer.named_parameters()`` in dygraph and the
 parameter names (``fc_0.w_0``) in a Program.
@@ -28,23 +22,22 @@ parameter names (``fc_0.w_0``) in a Program.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import numpy as np
 import paddle
 from paddle.base import dygraph
 
-from .analysis import outliers_log_mad, outliers_mean_std, tensor_kurtosis
+from ._validate import check_number
 from .ops import kurtosis
+from .outliers import outliers_log_mad, outliers_mean_std, tensor_kurtosis
+from .param_filter import Include, ParamFilter
 from .regularizer import KurtosisDecay
 
 __all__ = ["AUTO_EXCLUDE_RULES", "KurePlan", "TensorChoice", "attach_kure", "plan_kure", "select_tensors"]
 
 AUTO_EXCLUDE_RULES = ("mean_std", "log_mad")
-
-Include = Union[None, Sequence[str], Callable[[str, object], bool]]
 
 
 @dataclass
@@ -173,79 +166,17 @@ def _kept_l2(name, param, l2_coeff):
                      "cannot keep (only an L2Decay is kept, as l2_coeff); remove it or leave the parameter out")
 
 
-def _compile(patterns, key):
-    if isinstance(patterns, str) or not isinstance(patterns, (list, tuple)):
-        raise TypeError(f"{key} must be a list of regular expressions, got {patterns!r}")
-    compiled = []
-    for pattern in patterns:
-        if not isinstance(pattern, str):
-            raise TypeError(f"{key} must be a list of regular expressions, got the item {pattern!r}")
-        try:
-            compiled.append(re.compile(pattern))
-        except re.error as err:
-            raise ValueError(f"{key}: {pattern!r} is not a regular expression ({err})") from None
-    return compiled
-
-
-def _layer_type_check(layer_types):
-    if layer_types is None:
-        return None
-    if isinstance(layer_types, (str, type)) or not isinstance(layer_types, (list, tuple)) or not layer_types:
-        raise TypeError(f"layer_types must be a non-empty list of layer classes or class names, got {layer_types!r}")
-    for item in layer_types:
-        if not isinstance(item, str) and not (isinstance(item, type) and issubclass(item, paddle.nn.Layer)):
-            raise TypeError(f"layer_types: {item!r} is neither a paddle.nn.Layer class nor a class name")
-
-    def matches(layer):
-        names = {cls.__name__ for cls in type(layer).__mro__}
-        return any(item in names if isinstance(item, str) else isinstance(layer, item) for item in layer_types)
-    return matches
-
-
-def _positive(key, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{key} must be a positive number, got {value!r}")
-
-
-def _select(tensors, include=None, exclude=(), layer_types=None, min_size=0, auto_exclude=None,
-            num_std=3.0, mad_k=3.5) -> KurePlan:
+def _select(tensors, include, exclude, layer_types, min_size, auto_exclude, num_std, mad_k) -> KurePlan:
     """The selection itself, on ``_Tensor`` records."""
-    predicate = include if callable(include) else None
-    patterns = None if include is None or predicate else _compile(include, "include")
-    excluded = _compile(exclude, "exclude")
-    layer_matches = _layer_type_check(layer_types)
-    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-        raise ValueError(f"min_size must be an integer >= 0, got {min_size!r}")
+    chooser = ParamFilter("plan_kure", include, exclude, layer_types, min_size, min_ndim=2 if include is None else 0)
     if auto_exclude is not None and auto_exclude not in AUTO_EXCLUDE_RULES:
-        raise ValueError(f"auto_exclude must be None or one of {list(AUTO_EXCLUDE_RULES)}, got {auto_exclude!r}")
-    _positive("num_std", num_std)
-    _positive("mad_k", mad_k)
-    if layer_matches and any(t.layer is None for t in tensors):
-        raise ValueError("layer_types needs a dygraph Layer (a Program's or a state dict's parameters have no layer)")
-    if patterns:
-        unmatched = [p.pattern for p in patterns if not any(p.fullmatch(t.name) for t in tensors)]
-        if unmatched:
-            raise ValueError(f"include: no parameters named {unmatched} (patterns are regular expressions matching "
-                             f"whole names); there are {[t.name for t in tensors]}")
-
-    def reason_left_out(t):
-        if predicate is not None and not predicate(t.name, t.param):
-            return "include predicate is false"
-        if patterns is not None and not any(p.fullmatch(t.name) for p in patterns):
-            return "matches no include pattern"
-        if include is None and len(t.shape) < 2:
-            return "fewer than 2 dims (not a weight)"
-        hit = next((p.pattern for p in excluded if p.fullmatch(t.name)), None)
-        if hit is not None:
-            return f"exclude pattern {hit}"
-        if layer_matches and not layer_matches(t.layer):
-            return f"layer type {type(t.layer).__name__} not in layer_types"
-        size = int(np.prod(t.shape, dtype=np.int64))
-        if size < min_size:
-            return f"size {size} < min_size {min_size}"
-        return None
-
-    reasons = [reason_left_out(t) for t in tensors]
+        raise ValueError(f"plan_kure.auto_exclude must be None or one of {list(AUTO_EXCLUDE_RULES)}, "
+                         f"got {auto_exclude!r}")
+    check_number("plan_kure", "num_std", num_std, low=0.0, low_open=True)
+    check_number("plan_kure", "mad_k", mad_k, low=0.0, low_open=True)
+    chooser.check([t.name for t in tensors], has_layers=all(t.layer is not None for t in tensors))
+    reasons = [chooser.reason_left_out(t.name, t.shape, type(t.layer) if t.layer is not None else None, t.param)
+               for t in tensors]
     candidates = [i for i, reason in enumerate(reasons) if reason is None]
     if auto_exclude is not None and candidates:
         values = np.array([tensors[i].kurtosis for i in candidates], dtype=np.float64)
@@ -267,9 +198,9 @@ def _select(tensors, include=None, exclude=(), layer_types=None, min_size=0, aut
 def select_tensors(shapes: dict, kurtosis_values: dict, *, include: Include = None, exclude: Sequence[str] = (),
                    min_size: int = 0, auto_exclude: Optional[str] = None, num_std: float = 3.0,
                    mad_k: float = 3.5) -> KurePlan:
-    """The selection of :func:`plan_kure` on names, shapes and kurtosis values
-    (e.g. measured on another copy of the model), without parameters: the plan can
-    be printed, not attached. A tensor missing from ``kurtosis_values`` has NaN.
+    """Alias of :func:`plan_kure` on names, shapes and kurtosis values (e.g. recorded
+    from another copy of the model), without parameters: the plan can be printed,
+    not attached. A tensor missing from ``kurtosis_values`` has NaN.
 
     Examples:
         .. code-block:: python

@@ -1,12 +1,14 @@
-"""The training and evaluation loop behind ``paddle-kure run``: seeded batch
-order, per-step and per-epoch callbacks (pruning masks), checkpoints after every
-epoch with resume, and data parallelism (``paddle.DataParallel``
-under ``python -m paddle.distributed.launch``)."""
+"""The one training and evaluation loop of the package (``paddle-kure run``, the
+transformer study, the experiments): seeded batch order or a batch iterator,
+per-step and per-epoch hooks (pruning masks, quantizer switches), per-epoch
+validation with selection of the best epoch, checkpoints after every epoch with
+resume, and data parallelism (``paddle.DataParallel`` under
+``python -m paddle.distributed.launch``)."""
 from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import paddle
@@ -85,13 +87,29 @@ def _load_checkpoint(directory, model, optimizer, stateful):
     return state["epochs_done"], state["history"]
 
 
-def fit(model: paddle.nn.Layer, optimizer, images: np.ndarray, labels: np.ndarray, epochs: int,
+def _forward(model, inputs):
+    """``model(inputs)``; a mapping of arrays or tensors is passed as keyword arguments."""
+    if isinstance(inputs, dict):
+        return model(**{key: paddle.to_tensor(value) for key, value in inputs.items()})
+    return model(paddle.to_tensor(inputs))
+
+
+def fit(model: paddle.nn.Layer, optimizer, images: Optional[np.ndarray], labels: Optional[np.ndarray], epochs: int,
         batch_size: int, seed: int = 0, extra_loss: Optional[Callable[[], paddle.Tensor]] = None,
-        step_callbacks: Sequence[Callable[[int], None]] = (),
+        step_callbacks: Sequence[Callable[[int, float], None]] = (),
         epoch_callbacks: Sequence[Callable[[int], None]] = (), stateful: Sequence = (),
         checkpoint_dir: Optional[str] = None, resume: bool = False, progress: bool = True,
-        desc: str = "train") -> list:
-    """Trains ``model`` with softmax cross-entropy; returns one ``{"epoch", "loss"}`` per epoch.
+        desc: str = "train", batches: Optional[Callable[[int], Iterable]] = None,
+        epoch_begin_callbacks: Sequence[Callable[[int], None]] = (),
+        validate: Optional[Callable[[paddle.nn.Layer], float]] = None,
+        select_best: Union[bool, Callable[[int], bool]] = False,
+        log: Optional[Callable[[dict], None]] = None) -> list:
+    """Trains ``model`` with softmax cross-entropy; returns one ``{"epoch", "loss"}`` per
+    epoch (with ``"val_acc"`` under ``validate``, ``"selected"`` under ``select_best``).
+
+    The one loop of the package: ``paddle-kure run``, the transformer study and the
+    experiments train with it. An epoch is one pass of ``batches(epoch)``, or of the
+    seeded full batches of ``images``/``labels``.
 
     Args:
         model (Layer): the model, or a ``paddle.DataParallel`` around it. With
@@ -99,18 +117,31 @@ def fit(model: paddle.nn.Layer, optimizer, images: np.ndarray, labels: np.ndarra
             ``batch_size`` (which they must divide), so the averaged gradient is the
             one-process gradient of the same global batch.
         optimizer: a Paddle optimizer over the model's parameters.
-        images, labels (ndarray): the training data (all of it, in every process).
+        images, labels (ndarray): the training data (all of it, in every process);
+            None with ``batches``.
         epochs (int): epochs to train in total (counting those resumed).
-        batch_size (int): global batch size.
-        seed (int): seeds the batch order of each epoch and Paddle's generator.
+        batch_size (int): global batch size (of the default batches).
+        seed (int): seeds the batch order of each epoch and Paddle's generator (default
+            batches; an iterator given as ``batches`` owns its order and randomness).
         extra_loss (callable): returns a term added to the loss after the forward
             pass (e.g. :meth:`ActivationKurtosis.loss`).
-        step_callbacks: ``fn(global_step)`` after every optimizer step (pruning masks).
-        epoch_callbacks: ``fn(epoch)`` after every epoch, before the checkpoint.
+        step_callbacks: ``fn(global_step, loss)`` after every optimizer step (pruning
+            masks, per-step records).
+        epoch_callbacks: ``fn(epoch)`` after every epoch, before validation and the checkpoint.
         stateful: objects with ``state_dict``/``set_state_dict`` saved in checkpoints (a pruner).
         checkpoint_dir (str): save model, optimizer and ``stateful`` after every epoch.
         resume (bool): continue from ``checkpoint_dir`` if it holds a checkpoint.
         progress (bool): a tqdm bar per epoch (rank 0 only).
+        batches (callable): ``fn(epoch)`` -> iterable of ``(inputs, labels)`` (numpy
+            arrays or tensors; ``inputs`` may be a dict of keyword arguments of the
+            model), instead of the default batches.
+        epoch_begin_callbacks: ``fn(epoch)`` before every epoch (switching quantizers on).
+        validate (callable): ``fn(model) -> accuracy`` after every epoch, in eval mode
+            (see :func:`evaluate`); recorded as ``"val_acc"``.
+        select_best (bool | callable): at the end, restore the weights of the epoch
+            with the best ``val_acc`` (the first of equals), among all epochs or those
+            where ``select_best(epoch)`` is true.
+        log (callable): ``fn(record)`` with each epoch's history record.
 
     Examples:
         .. code-block:: python
@@ -120,65 +151,105 @@ def fit(model: paddle.nn.Layer, optimizer, images: np.ndarray, labels: np.ndarra
             >>> model = paddle.nn.Linear(4, 3)
             >>> x, y = np.random.randn(64, 4).astype("float32"), np.random.randint(0, 3, 64)
             >>> opt = paddle.optimizer.SGD(0.1, parameters=model.parameters())
-            >>> history = fit(model, opt, x, y, epochs=2, batch_size=16, progress=False)
-            >>> acc = evaluate(model, x, y)
+            >>> history = fit(model, opt, x, y, epochs=2, batch_size=16, progress=False,
+            ...               validate=lambda m: evaluate(m, x, y), select_best=True)
     """
     from tqdm import tqdm
 
     world_size, rank = _world()
+    if batches is None:
+        _check_training_data(images, labels, batch_size, world_size)
+    if select_best and validate is None:
+        raise ValueError("fit: select_best needs validate")
+    if select_best and checkpoint_dir:
+        raise ValueError("fit: select_best does not combine with checkpoint_dir (checkpoints hold the last epoch)")
+    selectable = select_best if callable(select_best) else (lambda epoch: True)
+    inner = model._layers if isinstance(model, paddle.DataParallel) else model
+    start_epoch, history, best = 0, [], None
+    if resume and checkpoint_dir and os.path.isfile(os.path.join(checkpoint_dir, CHECKPOINT_STATE)):
+        start_epoch, history = _load_checkpoint(checkpoint_dir, inner, optimizer, stateful)
+    step = start_epoch * (len(labels) // batch_size) if batches is None else 0
+    for epoch in range(start_epoch, epochs):
+        for callback in epoch_begin_callbacks:
+            callback(epoch)
+        if batches is None:
+            paddle.seed(seed * 1000 + epoch)
+            share = batch_size // world_size
+            epoch_batches = ((images[i[rank * share:(rank + 1) * share]], labels[i[rank * share:(rank + 1) * share]])
+                             for i in batch_order(len(labels), batch_size, seed, epoch))
+            total_batches = len(labels) // batch_size
+        else:
+            epoch_batches, total_batches = batches(epoch), None
+        bar = tqdm(epoch_batches, total=total_batches, desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                   disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
+        model.train()
+        total, count = 0.0, 0
+        for inputs, targets in bar:
+            loss = F.cross_entropy(_forward(model, inputs), paddle.to_tensor(targets))
+            if extra_loss is not None:
+                loss = loss + extra_loss()
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            step, loss = step + 1, float(loss)
+            for callback in step_callbacks:
+                callback(step, loss)
+            total, count = total + loss, count + 1
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        if not count:
+            raise ValueError(f"fit: epoch {epoch + 1} had no batch")
+        record = {"epoch": epoch + 1, "loss": total / count}
+        for callback in epoch_callbacks:
+            callback(epoch)
+        if validate is not None:
+            record["val_acc"] = float(validate(model))
+            if selectable(epoch) and (best is None or record["val_acc"] > best[0]["val_acc"]):
+                best = (record, {key: value.numpy().copy() for key, value in inner.state_dict().items()})
+        history.append(record)
+        if log is not None:
+            log(record)
+        if checkpoint_dir and rank == 0:
+            _save_checkpoint(checkpoint_dir, epoch, history, inner, optimizer, stateful)
+    if select_best:
+        if best is None:
+            raise ValueError("fit: select_best found no selectable epoch")
+        best[0]["selected"] = True
+        inner.set_state_dict(best[1])
+    return history
+
+
+def _check_training_data(images, labels, batch_size, world_size):
+    if images is None or labels is None:
+        raise ValueError("fit: images and labels are needed without batches")
     if batch_size % world_size:
         raise ValueError(f"fit: batch_size {batch_size} must be divisible by the {world_size} processes")
     if len(images) != len(labels):
         raise ValueError(f"fit: {len(images)} images but {len(labels)} labels")
     if len(labels) < batch_size:
         raise ValueError(f"fit: batch_size {batch_size} exceeds the {len(labels)} training examples")
-    share = batch_size // world_size
-    inner = model._layers if isinstance(model, paddle.DataParallel) else model
-    start_epoch, history = 0, []
-    if resume and checkpoint_dir and os.path.isfile(os.path.join(checkpoint_dir, CHECKPOINT_STATE)):
-        start_epoch, history = _load_checkpoint(checkpoint_dir, inner, optimizer, stateful)
-    batches = len(labels) // batch_size
-    step = start_epoch * batches
-    model.train()
-    for epoch in range(start_epoch, epochs):
-        paddle.seed(seed * 1000 + epoch)
-        total, count = 0.0, 0
-        bar = tqdm(batch_order(len(labels), batch_size, seed, epoch), desc=f"{desc} epoch {epoch + 1}/{epochs}",
-                   disable=not progress or rank != 0, leave=False, dynamic_ncols=True)
-        for index in bar:
-            local = index[rank * share:(rank + 1) * share]
-            logits = model(paddle.to_tensor(images[local]))
-            loss = F.cross_entropy(logits, paddle.to_tensor(labels[local]))
-            if extra_loss is not None:
-                loss = loss + extra_loss()
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-            step += 1
-            for callback in step_callbacks:
-                callback(step)
-            total, count = total + float(loss), count + 1
-            bar.set_postfix(loss=f"{total / count:.4f}")
-        history.append({"epoch": epoch + 1, "loss": total / count})
-        for callback in epoch_callbacks:
-            callback(epoch)
-        if checkpoint_dir and rank == 0:
-            _save_checkpoint(checkpoint_dir, epoch, history, inner, optimizer, stateful)
-    return history
 
 
 @paddle.no_grad()
-def evaluate(model: paddle.nn.Layer, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``model`` in eval mode (its train/eval mode is restored)."""
+def evaluate(model: paddle.nn.Layer, images: Optional[np.ndarray] = None, labels: Optional[np.ndarray] = None,
+             batch_size: int = 1000, batches: Optional[Iterable] = None) -> float:
+    """Top-1 accuracy of ``model`` in eval mode (its train/eval mode is restored), on
+    ``images``/``labels`` in batches of ``batch_size`` or on the ``(inputs, labels)``
+    of ``batches`` (``inputs`` may be a dict of keyword arguments of the model)."""
+    if batches is None:
+        if images is None or labels is None:
+            raise ValueError("evaluate: images and labels are needed without batches")
+        batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(images), batch_size))
     was_training = model.training
     model.eval()
     try:
-        predictions = [model(paddle.to_tensor(images[i:i + batch_size])).argmax(-1).numpy()
-                       for i in range(0, len(images), batch_size)]
+        predictions, targets = [], []
+        for inputs, batch_labels in batches:
+            predictions.append(_forward(model, inputs).argmax(-1).numpy())
+            targets.append(np.asarray(batch_labels))
     finally:
         if was_training:
             model.train()
-    return accuracy(np.concatenate(predictions), labels)
+    return accuracy(np.concatenate(predictions), np.concatenate(targets))
 
 
 def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:

@@ -1,4 +1,5 @@
-"""paddle_kure.analysis: outlier rules, kurtosis values, report files, ``paddle-kure analyze``."""
+"""paddle_kure.outliers, paddle_kure.io and the kurtosis report: outlier rules, kurtosis values, loaders,
+report files, ``paddle-kure analyze``."""
 import csv
 import os
 
@@ -7,8 +8,9 @@ import paddle
 import pytest
 from scipy import stats
 
-from paddle_kure.analysis import (KurtosisReport, load_named_arrays, outliers_log_mad, outliers_mean_std,
-                                  tensor_kurtosis)
+from paddle_kure.apps.report import KurtosisReport
+from paddle_kure.io import load_named_arrays
+from paddle_kure.outliers import outliers_log_mad, outliers_mean_std, tensor_kurtosis
 from paddle_kure.cli import main as cli_main
 
 PNG_MAGIC = b"\x89PNG"
@@ -67,11 +69,11 @@ def test_rules_skip_undefined_values():
 
 
 def test_rules_reject_bad_arguments():
-    with pytest.raises(ValueError, match="num_std must be a number > 0"):
+    with pytest.raises(ValueError, match="outliers_mean_std.num_std must be a finite number > 0, got 0"):
         outliers_mean_std([1.0, 2.0], num_std=0)
-    with pytest.raises(ValueError, match="k must be a number > 0"):
+    with pytest.raises(TypeError, match="outliers_log_mad.k must be a finite number > 0, got True"):
         outliers_log_mad([1.0, 2.0], k=True)
-    with pytest.raises(ValueError, match="min_ratio must be a number >= 1"):
+    with pytest.raises(ValueError, match="outliers_log_mad.min_ratio must be a finite number >= 1"):
         outliers_log_mad([1.0, 2.0], min_ratio=0.5)
     with pytest.raises(ValueError, match="1-D"):
         outliers_log_mad([[1.0, 2.0]])

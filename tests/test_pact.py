@@ -116,7 +116,7 @@ def test_static_graph_gives_the_same_values_and_gradients(ir):
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="abs_max"):
         PACT(init="max")
-    with pytest.raises(ValueError, match="init must be > 0"):
+    with pytest.raises(ValueError, match=r"PACT.init must be a finite number > 0, got 0.0"):
         PACT(init=0.0)
     with pytest.raises(ValueError, match="percentile"):
         PACT(init="percentile", percentile=150)

@@ -57,19 +57,19 @@ def test_constant_schedule_prunes_once():
 
 
 @pytest.mark.parametrize("make, error, words", [
-    (lambda: LogSchedule(1.0, 1, 3), ValueError, "sparsity_upper_bound must be in [0, 1)"),
-    (lambda: LogSchedule("0.5", 1, 3), TypeError, "sparsity_upper_bound must be a number"),
-    (lambda: LogSchedule(0.5, 0, 3), ValueError, "interval_pass must be >= 1"),
+    (lambda: LogSchedule(1.0, 1, 3), ValueError, "LogSchedule.sparsity_upper_bound must be a finite number in [0, 1), got 1.0"),
+    (lambda: LogSchedule("0.5", 1, 3), TypeError, "LogSchedule.sparsity_upper_bound must be a finite number in [0, 1), got '0.5'"),
+    (lambda: LogSchedule(0.5, 0, 3), ValueError, "LogSchedule.interval_pass must be an int >= 1, got 0"),
     (lambda: LogSchedule(0.5, 2, 3), ValueError, "end_pass (3) must be a multiple of interval_pass (2)"),
-    (lambda: LogSchedule(0.5, 1.0, 3), TypeError, "interval_pass must be an integer"),
-    (lambda: LogSchedule(0.5, 1, 3, unit="batch"), ValueError, "unit must be one of epoch, iteration"),
+    (lambda: LogSchedule(0.5, 1.0, 3), TypeError, "LogSchedule.interval_pass must be an int >= 1, got 1.0"),
+    (lambda: LogSchedule(0.5, 1, 3, unit="batch"), ValueError, "LogSchedule.unit must be one of ['epoch', 'iteration'], got 'batch'"),
     (lambda: CubicSchedule(0.5, 0.4, 0, 10), ValueError, "final_sparsity (0.4) must be >= initial_sparsity"),
-    (lambda: CubicSchedule(0.0, 0.5, 5, 5), ValueError, "end must be >= 6"),
+    (lambda: CubicSchedule(0.0, 0.5, 5, 5), ValueError, "CubicSchedule.end must be an int >= 6, got 5"),
     (lambda: CubicSchedule(0.0, 0.5, 0, 10, frequency=3), ValueError, "multiple of frequency (3)"),
-    (lambda: CubicSchedule(0.0, -0.1, 0, 10), ValueError, "final_sparsity must be in [0, 1)"),
-    (lambda: ConstantSchedule(0.5, start=-1), ValueError, "start must be >= 0"),
-    (lambda: ConstantSchedule(True), TypeError, "sparsity must be a number"),
-    (lambda: ConstantSchedule(0.5).sparsity(-1), ValueError, "step must be >= 0"),
+    (lambda: CubicSchedule(0.0, -0.1, 0, 10), ValueError, "CubicSchedule.final_sparsity must be a finite number in [0, 1), got -0.1"),
+    (lambda: ConstantSchedule(0.5, start=-1), ValueError, "ConstantSchedule.start must be an int >= 0, got -1"),
+    (lambda: ConstantSchedule(True), TypeError, "ConstantSchedule.sparsity must be a finite number in [0, 1), got True"),
+    (lambda: ConstantSchedule(0.5).sparsity(-1), ValueError, "ConstantSchedule.step must be an int >= 0, got -1"),
 ])
 def test_schedules_reject_bad_arguments(make, error, words):
     with pytest.raises(error) as info:
@@ -109,19 +109,19 @@ def test_prune_config_from_yaml_and_back():
 
 @pytest.mark.parametrize("section, error, words", [
     ({"schedule": {"type": "log", "sparsity_upper_bound": 0.5}, "granularity": "layer"}, ValueError,
-     "run.yaml: Prune: PruneConfig: granularity must be one of parameter, global; got 'layer'"),
+     "run.yaml: Prune.granularity must be one of ['parameter', 'global'], got 'layer'"),
     ({"schedule": {"type": "exp"}}, ValueError,
-     "run.yaml: Prune.schedule.type must be one of constant, log, cubic; got 'exp'"),
+     "run.yaml: Prune.schedule.type must be one of ['constant', 'log', 'cubic'], got 'exp'"),
     ({"schedule": {"type": "log", "sparsity_upper_bound": 0.5, "interval": 2}}, ValueError,
      "run.yaml: Prune.schedule: unknown keys ['interval'] for a log schedule; allowed: sparsity_upper_bound, "
      "interval_pass, end_pass, unit"),
     ({"schedule": {"type": "cubic", "initial_sparsity": 0.0, "final_sparsity": 1.5, "start": 0, "end": 9}},
-     ValueError, "run.yaml: Prune.schedule: CubicSchedule: final_sparsity must be in [0, 1), got 1.5"),
+     ValueError, "run.yaml: Prune.schedule: CubicSchedule.final_sparsity must be a finite number in [0, 1), got 1.5"),
     ({"schedule": {"type": "constant", "sparsity": 0.5}, "sparsity": 0.5}, ValueError,
      "run.yaml: Prune: unknown keys ['sparsity']; allowed keys: schedule, granularity, include, exclude, layer_types"),
     ({"granularity": "global"}, ValueError, "run.yaml: Prune: missing key 'schedule'"),
     ({"schedule": {"type": "constant", "sparsity": 0.5}, "exclude": "fc.*"}, TypeError,
-     "run.yaml: Prune: PruneConfig: exclude must be a list of strings, got 'fc.*'"),
+     "run.yaml: Prune.exclude must be a list of strings, got 'fc.*'"),
 ])
 def test_prune_config_errors_name_file_key_and_allowed_values(section, error, words):
     with pytest.raises(error) as info:

@@ -181,7 +181,8 @@ class TwoConvs(paddle.nn.Layer):
     ({"exclude": ["conv1.*"]}, ["conv2.weight", "fc.weight"]),
     ({"layer_types": ["Conv2D"]}, ["conv1.weight", "conv2.weight"]),
     ({"layer_types": [paddle.nn.Linear]}, ["fc.weight"]),
-    ({"include": ["conv*"], "exclude": ["conv2.*"]}, ["conv1.weight"]),
+    ({"include": [r"conv.*"], "exclude": [r"conv2\..*"]}, ["conv1.weight"]),
+    ({"min_size": 100}, ["conv2.weight"]),
 ])
 def test_selection_by_name_and_layer_type(kwargs, names):
     model = TwoConvs()
@@ -196,15 +197,27 @@ def test_selection_by_name_and_layer_type(kwargs, names):
 
 
 @pytest.mark.parametrize("kwargs, error, words", [
-    ({"include": ["conv3.*"]}, ValueError, "include pattern 'conv3.*' matches no parameter"),
+    ({"include": ["conv3.*"]}, ValueError, "MagnitudePruner: include: no parameters named ['conv3.*']"),
+    ({"include": ["*.weight"]}, ValueError, "MagnitudePruner.include: '*.weight' is not a regular expression"),
     ({"layer_types": ["BatchNorm2D"]}, ValueError, "no parameter with two or more dimensions is selected"),
-    ({"exclude": "fc.*"}, TypeError, "exclude must be a list of name patterns"),
-    ({"granularity": "layer"}, ValueError, "granularity must be one of parameter, global"),
+    ({"exclude": "fc.*"}, TypeError, "MagnitudePruner.exclude must be a list of regular expressions, got 'fc.*'"),
+    ({"granularity": "layer"}, ValueError, "MagnitudePruner.granularity must be one of ['parameter', 'global']"),
 ])
 def test_selection_errors(kwargs, error, words):
     with pytest.raises(error) as info:
         MagnitudePruner(TwoConvs(), ConstantSchedule(0.5), **kwargs)
     assert words in str(info.value)
+
+
+def test_config_globs_become_the_regular_expressions_of_the_shared_selection():
+    from paddle_kure import plan_kure
+
+    config = PruneConfig(ConstantSchedule(0.5), include=("conv*",), exclude=("conv2.*",))
+    assert config.build_pruner(TwoConvs()).names == ["conv1.weight"]
+    # KURE and pruning select with the same engine: the same keys choose the same weights
+    selection = {"exclude": [r"conv1\..*"], "layer_types": ["Conv2D", "Linear"], "min_size": 10}
+    model = TwoConvs()
+    assert plan_kure(model, **selection).chosen == MagnitudePruner(model, ConstantSchedule(0.0), **selection).names
 
 
 # ---- static Programs -----------------------------------------------------------------------------------
@@ -227,7 +240,7 @@ def test_static_program_masks_after_every_step_and_exports_zeros(ir, tmp_path):
         exe = paddle.static.Executor(paddle.CPUPlace())
         exe.run(startup)
         scope = paddle.static.global_scope()
-        with pytest.raises(ValueError, match="layer_types needs a paddle.nn.Layer"):
+        with pytest.raises(ValueError, match="MagnitudePruner: layer_types needs a dygraph paddle.nn.Layer"):
             MagnitudePruner(main, ConstantSchedule(0.5), layer_types=["Linear"])
         # names depend on what ran before in this process; shapes do not
         by_shape = {tuple(p.shape): p.name for p in main.global_block().all_parameters()}

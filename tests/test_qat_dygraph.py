@@ -10,20 +10,20 @@ from graph_modes import static_mode
 
 from paddle_kure.quant import (InferenceModel, KureConfig, PACTConfig, QuantAwareConfig, apply_kure,
                                export_quantized, post_training_quantize, prepare_qat)
+from paddle_kure.data.vision import DEFAULT_DIR
 from paddle_kure.regularizer import KurtosisDecay
 
-FMNIST = "/usr/share/datasets/fashion-mnist"
 SPEC = [paddle.static.InputSpec([None, 1, 28, 28], "float32")]
 
 
 @pytest.fixture(scope="module")
 def fmnist():
     """768 test-set images, normalized: 512 to train on, 256 to compare outputs."""
-    if not os.path.exists(f"{FMNIST}/t10k-images-idx3-ubyte.gz"):
+    if not os.path.exists(f"{DEFAULT_DIR}/t10k-images-idx3-ubyte.gz"):
         pytest.skip("Fashion-MNIST is not installed (Debian package dataset-fashion-mnist)")
-    with gzip.open(f"{FMNIST}/t10k-images-idx3-ubyte.gz") as f:
+    with gzip.open(f"{DEFAULT_DIR}/t10k-images-idx3-ubyte.gz") as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:768]
-    with gzip.open(f"{FMNIST}/t10k-labels-idx1-ubyte.gz") as f:
+    with gzip.open(f"{DEFAULT_DIR}/t10k-labels-idx1-ubyte.gz") as f:
         labels = np.frombuffer(f.read(), np.uint8, offset=8)[:768].astype("int64")
     images = ((images / 255.0 - 0.2860) / 0.3530).astype("float32")
     return images[:512], labels[:512], images[512:]
@@ -76,7 +76,7 @@ def _kurtosis_decay_grad(w, target):
 
 
 def test_config_validation_names_key_allowed_values_and_file():
-    with pytest.raises(ValueError, match=r"weight_bits must be one of \[4, 8\].*run.yaml"):
+    with pytest.raises(ValueError, match=r"run.yaml: QuantAwareConfig.weight_bits must be one of \[4, 8\], got 6"):
         QuantAwareConfig.from_dict({"weight_bits": 6}, source="run.yaml")
     with pytest.raises(ValueError, match="unknown keys.*'activation_bit'.*allowed keys"):
         QuantAwareConfig.from_dict({"activation_bit": 8})

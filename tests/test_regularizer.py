@@ -190,7 +190,7 @@ def test_save_load_and_jit_save_of_a_regularized_model(tmp_path):
         ({"coeff": 1.0, "l2_coeff": -0.1}, ValueError, "l2_coeff"),
         ({"coeff": 1.0, "target": 0.5}, ValueError, "target"),
         ({"coeff": "big"}, TypeError, "coeff"),
-        ({"coeff": float("nan")}, TypeError, "coeff"),
+        ({"coeff": float("nan")}, ValueError, "KurtosisDecay.coeff must be a finite number >= 0, got nan"),
         ({"min_ndim": 0}, ValueError, "min_ndim"),
         ({"min_ndim": 2.0}, TypeError, "min_ndim"),
     ],

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from paddle_kure.cli import main as cli_main
-from paddle_kure.commands.robustness import load_model
+from paddle_kure.apps.robustness import load_model
 from paddle_kure.data import load_fashion_mnist
 from paddle_kure.models import SmallCNN
 from paddle_kure.train import fit, make_optimizer
@@ -143,9 +143,9 @@ def test_bad_model_files(tmp_path):
 
 
 @pytest.mark.parametrize("extra, error, text", [
-    (["--bits", "1"], ValueError, "bits must be integers in"),
+    (["--bits", "1"], ValueError, r"SweepConfig.bits must be an int in \[2, 16\], got 1"),
     (["--scale-methods", "percentile"], ValueError, "scale_methods"),
-    (["--ratios", "0"], ValueError, "factors must be positive"),
+    (["--ratios", "0"], ValueError, "SweepConfig.factors must be a finite number > 0, got 0.0"),
     (["--seeds", "0"], ValueError, "seeds"),
     (["--calib-size", "500"], ValueError, "calib_size must be in"),
 ])

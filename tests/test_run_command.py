@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from paddle_kure.cli import main as cli_main
-from paddle_kure.commands.run import choose_kure_weights
-from paddle_kure.config import KurtosisConfig
+from paddle_kure.apps.run import choose_kure_weights
+from paddle_kure.apps.run_config import KurtosisConfig
 
 TINY = {
     "Global": {"seed": 11, "train_size": 256, "val_size": 200, "test_size": 300},
@@ -96,21 +96,34 @@ def test_bad_config_file_is_named(tmp_path):
         cli_main(["run", str(bad)])
 
 
-def test_kure_weight_choice_include_exclude_and_automatic_exclusion():
-    shapes = {f"layer{i}.weight": [4, 4] for i in range(12)}
-    shapes["layer0.bias"] = [4]
-    values = {name: 3.0 + 0.01 * i for i, name in enumerate(shapes)}
-    values["layer5.weight"] = 100.0  # 11/sqrt(12) = 3.2 std above the mean of the 12
-    assert choose_kure_weights(shapes, values, KurtosisConfig(exclude=())) == [f"layer{i}.weight" for i in range(12)]
-    chosen = choose_kure_weights(shapes, values, KurtosisConfig(exclude=(), auto_exclude=True))
-    assert chosen == [f"layer{i}.weight" for i in range(12) if i != 5]
-    # the band is computed after the patterns: of 9 tensors one outlier is only 8/3 std away
-    chosen = choose_kure_weights(shapes, values, KurtosisConfig(exclude=("layer1*",), auto_exclude=True))
+def _twelve_linears():
+    """layer0..layer11, Linear(4, 4): equal weights of kurtosis 1.8-ish, but layer5's one-hot (kurtosis ~13)."""
+    import paddle
+
+    model = paddle.nn.Layer()
+    for i in range(12):
+        setattr(model, f"layer{i}", paddle.nn.Linear(4, 4))
+        weight = np.linspace(-1.0, 1.0, 16).reshape(4, 4) if i != 5 else np.eye(1, 16).reshape(4, 4)
+        getattr(model, f"layer{i}").weight.set_value(weight.astype("float32"))
+    return model
+
+
+def test_kure_weight_choice_include_exclude_layer_types_and_automatic_exclusion():
+    model = _twelve_linears()
+    weights = [f"layer{i}.weight" for i in range(12)]
+    assert choose_kure_weights(model, KurtosisConfig(exclude=())) == weights
+    # 11 equal values and one outlier: the outlier lies sqrt(11) = 3.3 std from the mean
+    chosen = choose_kure_weights(model, KurtosisConfig(exclude=(), auto_exclude=True))
+    assert chosen == [w for w in weights if w != "layer5.weight"]
+    # the band is computed after the patterns: of 9 tensors the outlier is only sqrt(8) = 2.8 std away
+    chosen = choose_kure_weights(model, KurtosisConfig(exclude=("layer1*",), auto_exclude=True))
     assert chosen == [f"layer{i}.weight" for i in (0, 2, 3, 4, 5, 6, 7, 8, 9)]
-    chosen = choose_kure_weights(shapes, values, KurtosisConfig(exclude=("layer1*",), auto_exclude=True,
-                                                                auto_exclude_std=2.5))
+    chosen = choose_kure_weights(model, KurtosisConfig(exclude=("layer1*",), auto_exclude=True, num_std=2.5))
     assert chosen == [f"layer{i}.weight" for i in (0, 2, 3, 4, 6, 7, 8, 9)]
-    assert choose_kure_weights(shapes, values, KurtosisConfig(include=("layer0.*",), exclude=())) == \
+    assert choose_kure_weights(model, KurtosisConfig(include=("layer0.*",), exclude=())) == \
         ["layer0.weight", "layer0.bias"]
+    assert choose_kure_weights(model, KurtosisConfig(exclude=(), layer_types=("Linear",))) == weights
     with pytest.raises(ValueError, match="chose no weight"):
-        choose_kure_weights(shapes, values, KurtosisConfig(exclude=("*",)))
+        choose_kure_weights(model, KurtosisConfig(exclude=(), layer_types=("Conv2D",)))
+    with pytest.raises(ValueError, match="chose no weight"):
+        choose_kure_weights(model, KurtosisConfig(exclude=("*",)))

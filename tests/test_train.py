@@ -63,7 +63,8 @@ class Counter:
     def __init__(self):
         self.steps = []
 
-    def __call__(self, step):
+    def __call__(self, step, loss):
+        assert np.isfinite(loss)
         self.steps.append(step)
 
     def state_dict(self):
@@ -146,6 +147,55 @@ def test_evaluate_and_accuracy():
         accuracy(np.array([1, 2, 3]), np.array([1, 2]))
 
 
+class DictInput(paddle.nn.Layer):
+    """A model called with keyword arguments, as a BERT classifier is."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = paddle.nn.Linear(6, 3)
+
+    def forward(self, features, scale):
+        return self.fc(features * scale)
+
+
+def test_batch_iterator_hooks_and_selection_of_the_best_validated_epoch():
+    """A batch iterator (dict inputs), an epoch-begin hook, per-epoch validation and the
+    weights of the best selectable epoch restored; each checked against a replay by hand."""
+    x, y = data(n=24)
+    val_x, val_y = data(n=30, seed=1)
+
+    def batches(epoch):  # two batches per epoch, a different split each epoch
+        order = np.random.default_rng(epoch).permutation(len(y))
+        return [({"features": x[i], "scale": np.ones((len(i), 1), "float32")}, y[i]) for i in (order[:12], order[12:])]
+
+    def validate(model):
+        return evaluate(model, batches=[({"features": val_x, "scale": np.ones((30, 1), "float32")}, val_y)])
+
+    paddle.seed(2)
+    model = DictInput()
+    initial = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    opt = paddle.optimizer.SGD(0.5, parameters=model.parameters())
+    begun, snapshots = [], []
+    history = fit(model, opt, None, None, 4, 12, progress=False, batches=batches,
+                  epoch_begin_callbacks=[begun.append],
+                  epoch_callbacks=[lambda epoch: snapshots.append(model.fc.weight.numpy().copy())],
+                  validate=validate, select_best=lambda epoch: epoch >= 1)
+    assert begun == [0, 1, 2, 3] and model.training
+    # replay the same updates by hand: plain SGD on softmax cross-entropy
+    w, b = initial["fc.weight"].astype(np.float64), initial["fc.bias"].astype(np.float64)
+    accuracies = []
+    for epoch in range(4):
+        for inputs, labels in batches(epoch):
+            gw, gb = softmax_ce_grads(inputs["features"].astype(np.float64), labels, w, b)
+            w, b = w - 0.5 * gw, b - 0.5 * gb
+        np.testing.assert_allclose(snapshots[epoch], w, atol=1e-5)
+        accuracies.append(accuracy(val_x @ w + b, val_y))
+    assert [h["val_acc"] for h in history] == pytest.approx(accuracies)
+    best = 1 + int(np.argmax(accuracies[1:]))  # epoch 0 is not selectable
+    assert [h.get("selected", False) for h in history] == [i == best for i in range(4)]
+    np.testing.assert_allclose(model.fc.weight.numpy(), snapshots[best], atol=1e-6)
+
+
 def test_fit_rejects_bad_arguments():
     x, y = data(n=10)
     model = paddle.nn.Linear(6, 3)
@@ -156,6 +206,10 @@ def test_fit_rejects_bad_arguments():
         fit(model, opt, x, y[:5], epochs=1, batch_size=4, progress=False)
     with pytest.raises(ValueError, match="adam"):
         make_optimizer("adamw", 0.1, model.parameters())
+    with pytest.raises(ValueError, match="select_best needs validate"):
+        fit(model, opt, x, y, epochs=1, batch_size=4, progress=False, select_best=True)
+    with pytest.raises(ValueError, match="images and labels are needed without batches"):
+        fit(model, opt, None, None, epochs=1, batch_size=4, progress=False)
 
 
 def test_small_cnn_shapes_and_parameter_count():

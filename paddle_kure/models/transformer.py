@@ -26,14 +26,14 @@ from paddle import nn
 
 from paddle_kure.nn.quantizers import QuantLinear
 
-from .._sections import check_dropout, check_positive_ints
+from .._validate import ConfigBase, check_dropout, check_positive_ints
 from .attention import self_attention
 
 __all__ = ["TransformerClassifier", "TransformerConfig", "model_size_bits"]
 
 
 @dataclasses.dataclass
-class TransformerConfig:
+class TransformerConfig(ConfigBase):
     """Sizes of :class:`TransformerClassifier`; the defaults train in minutes on 2 CPU cores."""
 
     vocab_size: int
@@ -47,7 +47,7 @@ class TransformerConfig:
     dropout: float = 0.1
     pad_id: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         check_positive_ints(self, ("vocab_size", "num_classes", "d_model", "num_heads", "d_ff", "num_layers",
                                    "max_len", "classifier_hidden"))
         if self.d_model % self.num_heads:

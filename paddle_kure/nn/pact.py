@@ -1,11 +1,12 @@
 """PACT: parameterized clipping activation (Choi et al., 2018)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import paddle
 from paddle import nn
+
+from .._validate import check_number
 
 __all__ = ["PACT", "pact", "calibrate_pact"]
 
@@ -53,15 +54,6 @@ def pact(x, alpha, signed: bool = False, name=None):
         return x * inside + alpha * (above - below)
     inside = (x >= 0).astype(x.dtype) * (x < alpha).astype(x.dtype)
     return x * inside + alpha * above
-
-
-def _check_number(owner: str, key: str, value, minimum: float, inclusive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{owner}: {key} must be a finite number, got {value!r}")
-    if value < minimum or (value == minimum and not inclusive):
-        relation = ">=" if inclusive else ">"
-        raise ValueError(f"{owner}: {key} must be {relation} {minimum}, got {value}")
-    return float(value)
 
 
 class PACT(nn.Layer):
@@ -116,16 +108,16 @@ class PACT(nn.Layer):
                 raise ValueError(f"PACT: init must be a positive number or one of {_DATA_INITS}, got {init!r}")
             start = 1.0  # placeholder until the first batch sets it
         else:
-            start = _check_number("PACT", "init", init, 0.0, inclusive=False)
+            start = check_number("PACT", "init", init, low=0.0, low_open=True)
         if not isinstance(signed, bool):
             raise TypeError(f"PACT: signed must be a bool, got {signed!r}")
         self._init = init
         self._signed = signed
-        self._percentile = _check_number("PACT", "percentile", percentile, 0.0, inclusive=False)
+        self._percentile = check_number("PACT", "percentile", percentile, low=0.0, low_open=True)
         if self._percentile > 100:
             raise ValueError(f"PACT: percentile must be in (0, 100], got {percentile}")
-        self._l2_coeff = _check_number("PACT", "l2_coeff", l2_coeff, 0.0, inclusive=True)
-        self._learning_rate = _check_number("PACT", "learning_rate", learning_rate, 0.0, inclusive=False)
+        self._l2_coeff = check_number("PACT", "l2_coeff", l2_coeff, low=0.0)
+        self._learning_rate = check_number("PACT", "learning_rate", learning_rate, low=0.0, low_open=True)
         self._needs_data_init = isinstance(init, str)
         attr = paddle.ParamAttr(
             name=None if name is None else f"{name}.alpha",

@@ -1,4 +1,4 @@
-"""Gradual magnitude pruning (issue 5): sparsity schedules, a pruner for dygraph
+"""Gradual magnitude pruning: sparsity schedules, a pruner for dygraph
 Layers and static Programs, and the ``Prune`` config section."""
 from .config import SCHEDULES, PruneConfig, schedule_from_dict
 from .pruner import GRANULARITIES, MagnitudePruner, magnitude_masks, sparsity_table

@@ -5,7 +5,8 @@ import dataclasses
 import inspect
 from collections.abc import Mapping
 
-from .._sections import check_keys
+from .._validate import ConfigBase, check_choice
+from ..param_filter import globs_to_regexes
 from .pruner import GRANULARITIES, MagnitudePruner
 from .schedules import ConstantSchedule, CubicSchedule, LogSchedule, SparsitySchedule
 
@@ -34,9 +35,7 @@ def schedule_from_dict(data: Mapping, where: str = "schedule") -> SparsitySchedu
     """
     if not isinstance(data, Mapping):
         raise TypeError(f"{where}: expected a mapping with a 'type' key, got {data!r}")
-    kind = data.get("type")
-    if kind not in SCHEDULES:
-        raise ValueError(f"{where}.type must be one of {', '.join(SCHEDULES)}; got {kind!r}")
+    kind = check_choice(where, "type", data.get("type"), list(SCHEDULES))
     cls = SCHEDULES[kind]
     allowed = [name for name in inspect.signature(cls).parameters]
     arguments = {key: value for key, value in data.items() if key != "type"}
@@ -50,7 +49,7 @@ def schedule_from_dict(data: Mapping, where: str = "schedule") -> SparsitySchedu
 
 
 @dataclasses.dataclass(frozen=True)
-class PruneConfig:
+class PruneConfig(ConfigBase):
     """What to prune, how much and when: the ``Prune`` section of a config.
 
     Args:
@@ -63,6 +62,10 @@ class PruneConfig:
         exclude (tuple[str], optional): glob patterns of names never pruned.
         layer_types (tuple[str], optional): prune only parameters of these layer
             classes (``"Conv2D"``, ``"Linear"``); dygraph models only.
+        min_size (int, optional): fewest elements of a pruned parameter.
+
+    The selection keys are those of the ``Kurtosis`` section; the glob patterns
+    become the regular expressions of :class:`MagnitudePruner` in :meth:`build_pruner`.
 
     Examples:
         .. code-block:: python
@@ -73,7 +76,7 @@ class PruneConfig:
             ...                  "start": 0, "end": 900, "frequency": 100, "unit": "iteration"},
             ...     "granularity": "global", "exclude": ["conv1.*"]})
             >>> print(config)
-            PruneConfig(schedule=CubicSchedule(initial_sparsity=0.0, final_sparsity=0.75, start=0, end=900, frequency=100, unit='iteration'), granularity='global', include=(), exclude=('conv1.*',), layer_types=())
+            PruneConfig(schedule=CubicSchedule(initial_sparsity=0.0, final_sparsity=0.75, start=0, end=900, frequency=100, unit='iteration'), granularity='global', include=(), exclude=('conv1.*',), layer_types=(), min_size=0)
             >>> # pruner = config.build_pruner(model)  # then pruner.step() after each optimizer step
     """
 
@@ -82,44 +85,37 @@ class PruneConfig:
     include: tuple = ()
     exclude: tuple = ()
     layer_types: tuple = ()
+    min_size: int = 0
 
-    def __post_init__(self) -> None:
+    OWNER = "Prune"
+
+    def validate(self) -> None:
         if not isinstance(self.schedule, SparsitySchedule):
-            raise TypeError(f"PruneConfig: schedule must be a SparsitySchedule "
+            raise TypeError(f"Prune.schedule must be a SparsitySchedule "
                             f"({', '.join(cls.__name__ for cls in SCHEDULES.values())}), got {self.schedule!r}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"PruneConfig: granularity must be one of {', '.join(GRANULARITIES)}; "
-                             f"got {self.granularity!r}")
+        self._choice("granularity", GRANULARITIES)
         for key in ("include", "exclude", "layer_types"):
-            value = getattr(self, key)
-            if isinstance(value, str) or not isinstance(value, (list, tuple)) \
-                    or not all(isinstance(v, str) for v in value):
-                raise TypeError(f"PruneConfig: {key} must be a list of strings, got {value!r}")
-            object.__setattr__(self, key, tuple(value))  # lists from YAML become hashable tuples
+            self._str_list(key)  # lists from YAML become hashable tuples
+        self._int("min_size", low=0)
 
     @classmethod
-    def from_dict(cls, data: Mapping, source: str = "<config>", section: str = "Prune") -> "PruneConfig":
-        """Builds and validates a config from a mapping (a parsed YAML section).
-
-        Errors name the file (``source``), the key and the allowed values.
-        """
-        where = f"{source}: {section}"
-        data = check_keys(cls, data, where)
+    def from_dict(cls, data: Mapping, source: str = "") -> "PruneConfig":
+        """Builds and validates a config from a mapping (a parsed YAML section);
+        ``schedule`` is the mapping :func:`schedule_from_dict` reads. Errors name the
+        file (``source``), the key and the allowed values."""
+        where = f"{source}: {cls.owner()}" if source else cls.owner()
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
         if "schedule" not in data:
             raise ValueError(f"{where}: missing key 'schedule' (a mapping with type: {', '.join(SCHEDULES)})")
-        fields = dict(data, schedule=schedule_from_dict(data["schedule"], f"{where}.schedule"))
-        try:
-            return cls(**fields)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"{where}: {err}") from None
+        data = dict(data, schedule=schedule_from_dict(data["schedule"], f"{where}.schedule"))
+        return super().from_dict(data, source)
 
     def to_dict(self) -> dict:
-        """The mapping :meth:`from_dict` reads (YAML-friendly: lists, not tuples)."""
-        return {"schedule": self.schedule.to_dict(), "granularity": self.granularity,
-                "include": list(self.include), "exclude": list(self.exclude),
-                "layer_types": list(self.layer_types)}
+        return dict(super().to_dict(), schedule=self.schedule.to_dict())
 
     def build_pruner(self, target, scope=None, place=None) -> MagnitudePruner:
         """A :class:`MagnitudePruner` for ``target`` (a Layer or a static Program) with this config."""
-        return MagnitudePruner(target, self.schedule, granularity=self.granularity, include=self.include,
-                               exclude=self.exclude, layer_types=self.layer_types, scope=scope, place=place)
+        return MagnitudePruner(target, self.schedule, granularity=self.granularity,
+                               include=globs_to_regexes(self.include) or None, exclude=globs_to_regexes(self.exclude),
+                               layer_types=self.layer_types, min_size=self.min_size, scope=scope, place=place)

@@ -1,12 +1,13 @@
 """Gradual magnitude pruning for dygraph Layers and static Programs."""
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
 
 import numpy as np
 import paddle
 
+from .._validate import check_choice
+from ..param_filter import ParamFilter
 from .schedules import SparsitySchedule
 
 __all__ = ["GRANULARITIES", "MagnitudePruner", "magnitude_masks", "sparsity_table"]
@@ -191,13 +192,15 @@ class MagnitudePruner:
         schedule (SparsitySchedule): when and how much to prune; its ``unit``
             says whether steps are epochs or iterations.
         granularity (str, optional): ``"parameter"`` or ``"global"``. Default ``"parameter"``.
-        include (Sequence[str], optional): glob patterns (``fnmatch``) of parameter names
-            to prune; default all. Only parameters with two or more dimensions (conv and
-            fc weights, not biases or norms) are ever pruned. Names are structured names
+        include (Sequence[str], optional): regular expressions matching whole parameter
+            names to prune; default all. Only parameters with two or more dimensions (conv
+            and fc weights, not biases or norms) are ever pruned. Names are structured names
             (``conv1.weight``) for a Layer and variable names (``fc_0.w_0``) for a Program.
-        exclude (Sequence[str], optional): glob patterns of names never pruned.
+            The selection is :class:`paddle_kure.param_filter.ParamFilter`'s, as KURE's.
+        exclude (Sequence[str], optional): regular expressions of names never pruned.
         layer_types (Sequence[str | type], optional): prune only parameters of these
             layer classes (``"Conv2D"``, ``paddle.nn.Linear``); Layer only.
+        min_size (int, optional): fewest elements of a pruned parameter. Default 0.
         scope (paddle.static.Scope, optional): a Program's scope; default the global scope.
         place (paddle.CPUPlace | paddle.CUDAPlace, optional): where a Program's weights
             live; default the place of each weight in ``scope``.
@@ -222,29 +225,36 @@ class MagnitudePruner:
     """
 
     def __init__(self, target, schedule: SparsitySchedule, granularity: str = "parameter",
-                 include=None, exclude=None, layer_types=None, scope=None, place=None) -> None:
+                 include=None, exclude=None, layer_types=None, min_size=0, scope=None, place=None) -> None:
         if not isinstance(schedule, SparsitySchedule):
             raise TypeError(f"MagnitudePruner: schedule must be a SparsitySchedule, got {type(schedule).__name__}")
-        if granularity not in GRANULARITIES:
-            raise ValueError(f"MagnitudePruner: granularity must be one of {', '.join(GRANULARITIES)}; "
-                             f"got {granularity!r}")
+        check_choice("MagnitudePruner", "granularity", granularity, GRANULARITIES)
+        chooser = ParamFilter("MagnitudePruner", include, exclude, layer_types, min_size, min_ndim=2)
         if isinstance(target, paddle.nn.Layer):
             self._weights = _LayerWeights(target)
         elif isinstance(target, (paddle.static.Program, paddle.pir.Program)):
-            if layer_types:
-                raise ValueError("MagnitudePruner: layer_types needs a paddle.nn.Layer; "
-                                 "select a Program's parameters with include/exclude name patterns")
             self._weights = _ProgramWeights(target, scope, place)
         else:
             raise TypeError(f"MagnitudePruner: target must be a paddle.nn.Layer or a static Program, "
                             f"got {type(target).__name__}")
         self.schedule = schedule
         self.granularity = granularity
-        self.names = _select(self._weights, include, exclude, layer_types)
+        self.names = self._choose(chooser)
         self.epoch = 0
         self.iteration = 0
         self._masks = {}
         self._update_if_due()
+
+    def _choose(self, chooser) -> list:
+        """Names of the parameters to prune, in the model's order."""
+        params = self._weights.params
+        chooser.check(list(params), has_layers=bool(self._weights.layer_types))
+        names = [name for name in params if chooser.reason_left_out(
+            name, self._weights.shape(name), self._weights.layer_types.get(name), params[name]) is None]
+        if not names:
+            raise ValueError(f"MagnitudePruner: no parameter with two or more dimensions is selected by "
+                             f"{chooser.describe()}; parameters: {', '.join(params)}")
+        return names
 
     @property
     def position(self) -> int:
@@ -326,42 +336,3 @@ class MagnitudePruner:
                 f"target sparsity={self.schedule.sparsity(self.position):.4f})")
 
     __repr__ = __str__
-
-
-def _select(weights, include, exclude, layer_types) -> list:
-    """Names of the parameters to prune, in the model's order."""
-    include, exclude = _patterns("include", include), _patterns("exclude", exclude)
-    types = tuple(layer_types or ())
-    for t in types:
-        if not isinstance(t, (str, type)):
-            raise TypeError(f"MagnitudePruner: layer_types must hold class names or classes, got {t!r}")
-    for pattern in include:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in weights.params):
-            raise ValueError(f"MagnitudePruner: include pattern {pattern!r} matches no parameter; "
-                             f"parameters: {', '.join(weights.params)}")
-
-    def chosen(name):
-        if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
-            return False
-        if any(fnmatch.fnmatchcase(name, p) for p in exclude):
-            return False
-        if types:
-            cls = weights.layer_types[name]
-            if not any(cls.__name__ == t if isinstance(t, str) else issubclass(cls, t) for t in types):
-                return False
-        return len(weights.shape(name)) >= 2
-
-    names = [name for name in weights.params if chosen(name)]
-    if not names:
-        raise ValueError(f"MagnitudePruner: no parameter with two or more dimensions is selected by "
-                         f"include={list(include)}, exclude={list(exclude)}, layer_types={list(types)}; "
-                         f"parameters: {', '.join(weights.params)}")
-    return names
-
-
-def _patterns(key, patterns) -> tuple:
-    if patterns is None:
-        return ()
-    if isinstance(patterns, str) or not all(isinstance(p, str) for p in patterns):
-        raise TypeError(f"MagnitudePruner: {key} must be a list of name patterns, got {patterns!r}")
-    return tuple(patterns)

@@ -8,31 +8,19 @@ from __future__ import annotations
 
 import math
 
+from .._validate import check_choice, check_int, check_number
+
 __all__ = ["UNITS", "SparsitySchedule", "ConstantSchedule", "LogSchedule", "CubicSchedule"]
 
 UNITS = ("epoch", "iteration")
 
 
 def _check_sparsity(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{owner}: {name} must be a number in [0, 1), got {value!r}")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value}")
-    return float(value)
+    return check_number(owner, name, value, low=0.0, high=1.0, high_open=True)
 
 
 def _check_step(owner: str, name: str, value, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: {name} must be an integer number of steps, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_unit(owner: str, unit) -> str:
-    if unit not in UNITS:
-        raise ValueError(f"{owner}: unit must be one of {', '.join(UNITS)}; got {unit!r}")
-    return unit
+    return check_int(owner, name, value, low=minimum)
 
 
 class SparsitySchedule:
@@ -42,7 +30,7 @@ class SparsitySchedule:
     type_name = ""
 
     def __init__(self, unit: str = "epoch") -> None:
-        self.unit = _check_unit(type(self).__name__, unit)
+        self.unit = check_choice(type(self).__name__, "unit", unit, UNITS)
 
     def last_update_step(self, step: int):
         """The latest update step ``<= step``, or ``None`` before the first one."""

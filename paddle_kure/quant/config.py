@@ -6,12 +6,10 @@ it has).
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence, Tuple, Union
 
-from .._sections import check_keys
+from .._validate import ConfigBase, check_choice, check_int
 
 __all__ = ["QuantAwareConfig", "PACTConfig", "KureConfig"]
 
@@ -31,40 +29,8 @@ DYGRAPH_LAYER_TYPES = {
 }
 
 
-def _check_choice(owner, key, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{owner}.{key} must be one of {list(allowed)}, got {value!r}")
-
-
-def _check_number(owner, key, value, minimum, inclusive):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{owner}.{key} must be a finite number, got {value!r}")
-    if value < minimum or (value == minimum and not inclusive):
-        raise ValueError(f"{owner}.{key} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
-
-
-class _FromDict:
-    """``from_dict`` for the dataclasses here: unknown keys are errors, not ignored."""
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = ""):
-        """Builds the config from a mapping; ``source`` (a file name) is named in errors."""
-        where = f" (in {source})" if source else ""
-        values = check_keys(cls, values, cls.__name__ + where)
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"{err}{where}") from None
-
-    def __post_init__(self):
-        self.validate()
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 @dataclass
-class QuantAwareConfig(_FromDict):
+class QuantAwareConfig(ConfigBase):
     """Quantization settings, with PaddleSlim's key names.
 
     Attributes:
@@ -97,24 +63,18 @@ class QuantAwareConfig(_FromDict):
     onnx_format: bool = True
 
     def validate(self) -> None:
-        name = "QuantAwareConfig"
+        name = self.owner()
         for key in ("weight_bits", "activation_bits"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name}.{key} must be an int in {list(SUPPORTED_BITS)}, got {value!r}")
-            _check_choice(name, key, value, SUPPORTED_BITS)
-        _check_choice(name, "weight_quantize_type", self.weight_quantize_type, WEIGHT_QUANTIZE_TYPES)
-        _check_choice(name, "activation_quantize_type", self.activation_quantize_type, ACTIVATION_QUANTIZE_TYPES)
-        if isinstance(self.quantize_op_types, str) or not isinstance(self.quantize_op_types, (list, tuple)):
-            raise TypeError(f"{name}.quantize_op_types must be a list of op types, got {self.quantize_op_types!r}")
+            check_choice(name, key, check_int(name, key, getattr(self, key)), SUPPORTED_BITS)
+        self._choice("weight_quantize_type", WEIGHT_QUANTIZE_TYPES)
+        self._choice("activation_quantize_type", ACTIVATION_QUANTIZE_TYPES)
+        self._str_list("quantize_op_types")
         if not self.quantize_op_types:
             raise ValueError(f"{name}.quantize_op_types must not be empty; allowed: {list(QUANTIZE_OP_TYPES)}")
         for op_type in self.quantize_op_types:
-            _check_choice(name, "quantize_op_types", op_type, QUANTIZE_OP_TYPES)
-        self.quantize_op_types = tuple(self.quantize_op_types)
-        for key in ("use_pact", "onnx_format"):
-            if not isinstance(getattr(self, key), bool):
-                raise TypeError(f"{name}.{key} must be true or false, got {getattr(self, key)!r}")
+            check_choice(name, "quantize_op_types", op_type, QUANTIZE_OP_TYPES)
+        self._bool("use_pact")
+        self._bool("onnx_format")
 
     def dygraph_layer_types(self) -> list:
         """PaddleSlim dygraph ``quantizable_layer_type`` for ``quantize_op_types``."""
@@ -122,7 +82,7 @@ class QuantAwareConfig(_FromDict):
 
 
 @dataclass
-class PACTConfig(_FromDict):
+class PACTConfig(ConfigBase):
     """How the PACT layers inserted by :func:`prepare_qat` start and train
     (see :class:`paddle_kure.nn.PACT`).
 
@@ -139,23 +99,20 @@ class PACTConfig(_FromDict):
     learning_rate: float = 1.0
 
     def validate(self) -> None:
-        name = "PACTConfig"
         if isinstance(self.init, str):
-            _check_choice(name, "init", self.init, ("abs_max", "percentile"))
+            self._choice("init", ("abs_max", "percentile"))
         else:
-            _check_number(name, "init", self.init, 0.0, inclusive=False)
-        _check_number(name, "percentile", self.percentile, 0.0, inclusive=False)
-        if self.percentile > 100:
-            raise ValueError(f"{name}.percentile must be in (0, 100], got {self.percentile}")
-        _check_number(name, "l2_coeff", self.l2_coeff, 0.0, inclusive=True)
-        _check_number(name, "learning_rate", self.learning_rate, 0.0, inclusive=False)
+            self._number("init", low=0.0, low_open=True)
+        self._number("percentile", low=0.0, high=100.0, low_open=True)
+        self._number("l2_coeff", low=0.0)
+        self._number("learning_rate", low=0.0, low_open=True)
 
 
 ParamSelection = Union[None, Sequence[str], Callable[[str, object], bool]]
 
 
 @dataclass
-class KureConfig(_FromDict):
+class KureConfig(ConfigBase):
     """Kurtosis regularization of chosen weights during QAT.
 
     Attributes:
@@ -177,10 +134,10 @@ class KureConfig(_FromDict):
     params: ParamSelection = None
 
     def validate(self) -> None:
-        name = "KureConfig"
-        _check_number(name, "coeff", self.coeff, 0.0, inclusive=True)
-        _check_number(name, "target", self.target, 1.0, inclusive=False)
-        _check_number(name, "l2_coeff", self.l2_coeff, 0.0, inclusive=True)
+        name = self.owner()
+        self._number("coeff", low=0.0)
+        self._number("target", low=1.0, low_open=True)
+        self._number("l2_coeff", low=0.0)
         params = self.params
         if params is None or callable(params):
             return

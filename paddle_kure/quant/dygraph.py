@@ -7,6 +7,7 @@ import tempfile
 import numpy as np
 import paddle
 
+from .._validate import check_int
 from ..nn.pact import calibrate_pact
 from ..selection import attach_kure
 from . import compat
@@ -25,9 +26,10 @@ def _check_type(name, value, expected, allow_none=False):
 
 
 def apply_kure(model: paddle.nn.Layer, kure: KureConfig) -> list:
-    """Sets ``KurtosisDecay(kure.coeff / L, kure.target, l2)`` as the regularizer
-    of the L weights that ``kure.params`` chooses (with :func:`paddle_kure.attach_kure`;
-    ``l2`` is ``kure.l2_coeff`` or a weight's own L2Decay); returns their names.
+    """Alias of :func:`paddle_kure.attach_kure` taking a :class:`KureConfig` (what
+    :func:`prepare_qat` calls): sets ``KurtosisDecay(kure.coeff / L, kure.target, l2)``
+    as the regularizer of the L weights that ``kure.params`` chooses (``l2`` is
+    ``kure.l2_coeff`` or a weight's own L2Decay); returns their names.
 
     Examples:
         .. code-block:: python
@@ -145,8 +147,7 @@ def post_training_quantize(model, calib_loader, config: QuantAwareConfig, path: 
     _check_type("config", config, QuantAwareConfig)
     if algo not in PTQ_ALGOS:
         raise ValueError(f"post_training_quantize: algo must be one of {list(PTQ_ALGOS)}, got {algo!r}")
-    if isinstance(batch_nums, bool) or not isinstance(batch_nums, int) or batch_nums < 1:
-        raise ValueError(f"post_training_quantize: batch_nums must be a positive int, got {batch_nums!r}")
+    check_int("post_training_quantize", "batch_nums", batch_nums, low=1)
     if config.use_pact:
         raise ValueError("QuantAwareConfig.use_pact applies to QAT only; set it false for post_training_quantize")
     if config.onnx_format and config.weight_bits != config.activation_bits:

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from .._validate import check_int
+
 __all__ = ["InferenceModel"]
 
 
@@ -61,8 +63,7 @@ class InferenceModel:
         if batch_size is None:
             outputs = self._run(arrays)
         else:
-            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-                raise ValueError(f"InferenceModel.predict: batch_size must be a positive int, got {batch_size!r}")
+            check_int("InferenceModel.predict", "batch_size", batch_size, low=1)
             chunks = [self._run([a[i:i + batch_size] for a in arrays]) for i in range(0, len(arrays[0]), batch_size)]
             outputs = [np.concatenate(parts) for parts in zip(*chunks)]
         return outputs[0] if len(outputs) == 1 else outputs

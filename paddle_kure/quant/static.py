@@ -8,10 +8,10 @@ quantize it.
 """
 from __future__ import annotations
 
-import math
 
 import paddle
 
+from .._validate import check_number
 from ..losses import KurtosisLoss
 from ..selection import attach_kure, plan_kure
 from . import compat
@@ -30,7 +30,8 @@ __all__ = [
 
 def add_kurtosis_regularization(program, params=None, coeff: float = 1.0, target: float = 1.8,
                                 l2_coeff: float = 0.0) -> list:
-    """Sets ``KurtosisDecay(coeff / L, target, l2_coeff)`` as the regularizer of the
+    """The static counterpart of ``prepare_qat(kure=...)``: sets
+    ``KurtosisDecay(coeff / L, target, l2_coeff)`` as the regularizer of the
     L chosen parameters of ``program`` (PIR or legacy), before the optimizer's
     ``minimize``; returns their names. ``l2_coeff`` keeps L2 decay on them: a
     parameter's regularizer replaces the optimizer's ``weight_decay`` (a parameter's
@@ -56,11 +57,11 @@ def add_kurtosis_regularization(program, params=None, coeff: float = 1.0, target
 
 
 def kurtosis_loss(program, params=None, coeff: float = 1.0, target: float = 1.8):
-    """The KURE loss term ``coeff * mean over chosen parameters of (K - target)^2``
-    built in ``program`` (PIR or legacy) with :func:`paddle_kure.kurtosis`; add it
-    to the loss before ``minimize``. Call inside the program's ``program_guard``."""
-    if isinstance(coeff, bool) or not isinstance(coeff, (int, float)) or not math.isfinite(coeff) or coeff < 0:
-        raise ValueError(f"kurtosis_loss: coeff must be a finite number >= 0, got {coeff!r}")
+    """Alias of :class:`paddle_kure.KurtosisLoss` on a Program: the KURE loss term
+    ``coeff * mean over chosen parameters of (K - target)^2`` built in ``program``
+    (PIR or legacy) with :func:`paddle_kure.kurtosis`; add it to the loss before
+    ``minimize``. Call inside the program's ``program_guard``."""
+    check_number("kurtosis_loss", "coeff", coeff, low=0.0)
     plan = plan_kure(program, include=params)
     if not plan.chosen:
         raise ValueError("kurtosis_loss: the selection chose no parameter")

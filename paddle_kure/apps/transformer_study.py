@@ -15,11 +15,11 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Mapping, Optional
 
 import numpy as np
 
-from ._sections import check_keys
+from .._validate import ConfigBase, check_bool, check_choice, check_int, check_keys, check_str
 
 METHODS = ("fp32", "weight", "full", "binary", "irnet")
 DATASETS = ("rotten_tomatoes", "chinese_reviews")
@@ -27,25 +27,8 @@ TOKENIZER_LEVEL = {"rotten_tomatoes": "word", "chinese_reviews": "char"}
 MODEL_KEYS = ("d_model", "num_heads", "d_ff", "num_layers", "classifier_hidden", "dropout")
 
 
-def _where(source):
-    return f" (in {source})" if source else ""
-
-
-def _from_mapping(cls, values, source, owner):
-    return cls(**check_keys(cls, values, owner + _where(source)))
-
-
-def _check(condition, message, source):
-    if not condition:
-        raise ValueError(message + _where(source))
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass
-class VariantConfig:
+class VariantConfig(ConfigBase):
     """One row of the table.
 
     Attributes:
@@ -70,28 +53,26 @@ class VariantConfig:
     latent_epochs: int = 0
     pretrained: bool = False
 
-    def validate(self, epochs, source=""):
+    def validate(self):
+        """Checks the fields alone; :meth:`StudyConfig.validate` checks them against the study."""
         from paddle_kure.nn.quantizers import PATTERNS
 
+        check_str("VariantConfig", "name", self.name)
         owner = f"variant {self.name!r}"
-        _check(isinstance(self.name, str) and self.name, "variant name must be a non-empty string", source)
-        _check(self.method in METHODS, f"{owner}: method must be one of {list(METHODS)}, got {self.method!r}",
-               source)
-        _check(_is_int(self.bits) and 2 <= self.bits <= 16, f"{owner}: bits must be an int in [2, 16], "
-               f"got {self.bits!r}", source)
-        _check(self.pattern in PATTERNS, f"{owner}: pattern must be one of {sorted(PATTERNS)}, "
-               f"got {self.pattern!r}", source)
-        _check(_is_int(self.latent_epochs) and 0 <= self.latent_epochs < epochs,
-               f"{owner}: latent_epochs must be an int in [0, epochs={epochs}), got {self.latent_epochs!r}",
-               source)
-        _check(self.method != "fp32" or not (self.latent_epochs or self.pretrained or self.quantize_final),
-               f"{owner}: latent_epochs, pretrained and quantize_final need a quantizing method", source)
-        _check(not (self.latent_epochs and self.pretrained),
-               f"{owner}: choose latent_epochs or pretrained, not both", source)
+        check_choice(owner, "method", self.method, METHODS)
+        self.bits = check_int(owner, "bits", self.bits, low=2, high=16)
+        check_choice(owner, "pattern", self.pattern, sorted(PATTERNS))
+        for key in ("quantize_final", "per_channel", "pretrained"):
+            setattr(self, key, check_bool(owner, key, getattr(self, key)))
+        self.latent_epochs = check_int(owner, "latent_epochs", self.latent_epochs, low=0)
+        if self.method == "fp32" and (self.latent_epochs or self.pretrained or self.quantize_final):
+            raise ValueError(f"{owner}: latent_epochs, pretrained and quantize_final need a quantizing method")
+        if self.latent_epochs and self.pretrained:
+            raise ValueError(f"{owner}: choose latent_epochs or pretrained, not both")
 
 
 @dataclass
-class StudyConfig:
+class StudyConfig(ConfigBase):
     """The whole study; see ``configs/transformer_study.yaml``.
 
     Attributes:
@@ -119,38 +100,39 @@ class StudyConfig:
     model: dict = field(default_factory=dict)
     variants: List[VariantConfig] = field(default_factory=lambda: [VariantConfig("FP32")])
 
-    def validate(self, source=""):
-        _check(self.dataset in DATASETS, f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}", source)
-        _check(isinstance(self.seeds, list) and self.seeds and all(_is_int(s) for s in self.seeds),
-               f"seeds must be a non-empty list of ints, got {self.seeds!r}", source)
+    def validate(self):
+        owner = self.owner()
+        self._choice("dataset", DATASETS)
+        if not isinstance(self.seeds, list) or not self.seeds:
+            raise TypeError(f"{owner}.seeds must be a non-empty list of ints, got {self.seeds!r}")
+        self.seeds = [check_int(owner, "seeds", seed) for seed in self.seeds]
         for key in ("epochs", "batch_size", "max_len", "vocab_size", "min_freq"):
-            value = getattr(self, key)
-            _check(_is_int(value) and value >= 1, f"{key} must be a positive int, got {value!r}", source)
-        _check(isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0,
-               f"learning_rate must be a positive number, got {self.learning_rate!r}", source)
-        _check(self.train_limit is None or (_is_int(self.train_limit) and self.train_limit >= 1),
-               f"train_limit must be null or a positive int, got {self.train_limit!r}", source)
-        unknown = sorted(set(self.model) - set(MODEL_KEYS))
-        _check(not unknown, f"model: unknown key(s) {unknown}; allowed keys are {list(MODEL_KEYS)}", source)
+            self._int(key, low=1)
+        self._number("learning_rate", low=0.0, low_open=True)
+        if self.train_limit is not None:
+            self._int("train_limit", low=1)
+        check_keys(MODEL_KEYS, self.model, f"{owner}.model")
+        if not isinstance(self.variants, list) or not self.variants \
+                or not all(isinstance(v, VariantConfig) for v in self.variants):
+            raise TypeError(f"{owner}.variants must be a non-empty list of VariantConfig, got {self.variants!r}")
         names = [v.name for v in self.variants]
-        _check(len(set(names)) == len(names), f"variant names must be unique, got {names}", source)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{owner}.variants: names must be unique, got {names}")
         for variant in self.variants:
-            variant.validate(self.epochs, source)
-        if any(v.pretrained for v in self.variants):
-            _check(names and self.variants[0].method == "fp32",
-                   "pretrained variants need an fp32 variant listed first", source)
+            if variant.latent_epochs >= self.epochs:
+                raise ValueError(f"variant {variant.name!r}.latent_epochs must be an int in [0, epochs={self.epochs}), "
+                                 f"got {variant.latent_epochs}")
+        if any(v.pretrained for v in self.variants) and self.variants[0].method != "fp32":
+            raise ValueError(f"{owner}.variants: pretrained variants need an fp32 variant listed first")
 
     @classmethod
     def from_dict(cls, values, source=""):
-        values = dict(values)
-        variants = values.pop("variants", None)
-        config = _from_mapping(cls, values, source, "transformer study config")
-        if variants is not None:
-            _check(isinstance(variants, list) and variants, "variants must be a non-empty list", source)
-            config.variants = [_from_mapping(VariantConfig, v, source, f"variants[{i}]")
-                               for i, v in enumerate(variants)]
-        config.validate(source)
-        return config
+        """Builds the study from a mapping whose ``variants`` are mappings of :class:`VariantConfig`."""
+        if isinstance(values, Mapping) and isinstance(values.get("variants"), list):
+            where = f"{source}: variants" if source else "variants"
+            values = dict(values, variants=[VariantConfig.from_dict(v, f"{where}[{i}]")
+                                            for i, v in enumerate(values["variants"])])
+        return super().from_dict(values, source)
 
 
 def load_study_config(path):
@@ -225,24 +207,21 @@ def build_model(config, variant, data):
 
 
 def evaluate(model, ids, labels, batch_size=256):
-    import paddle
+    """Accuracy on token ids in padded batches (:func:`paddle_kure.train.evaluate`: eval
+    mode, the model's mode restored)."""
+    from paddle_kure.train import evaluate as evaluate_batches
 
-    model.eval()
-    correct = 0
-    with paddle.no_grad():
-        for batch, target in padded_batches(ids, labels, batch_size, np.arange(len(labels))):
-            logits = model(paddle.to_tensor(batch))
-            correct += int((logits.argmax(axis=-1).numpy() == target).sum())
-    return correct / len(labels)
+    return evaluate_batches(model, batches=padded_batches(ids, labels, batch_size, np.arange(len(labels))))
 
 
 def train_variant(config, variant, data, seed, init_state=None, log=print):
-    """Train one (variant, seed); returns the result row and the selected model's state dict."""
+    """Train one (variant, seed) with :func:`paddle_kure.train.fit`; returns the result
+    row and the selected model's state dict."""
     import paddle
-    import paddle.nn.functional as F
 
     from paddle_kure.models.transformer import model_size_bits
-    from paddle_kure.nn.quantizers import set_quantization_enabled, update_ede
+    from paddle_kure.nn import quantizers
+    from paddle_kure.train import fit
 
     paddle.seed(seed)
     rng = np.random.RandomState(seed)
@@ -257,36 +236,34 @@ def train_variant(config, variant, data, seed, init_state=None, log=print):
     optimizer = paddle.optimizer.Adam(config.learning_rate, parameters=model.parameters())
     train_ids, train_labels = data.splits["train"]
     quantized_epochs = config.epochs - variant.latent_epochs
-    best = {"val_accuracy": -1.0}
-    start = time.time()
-    for epoch in range(config.epochs):
+
+    def switch_quantizers(epoch):
         quantizing = epoch >= variant.latent_epochs
-        set_quantization_enabled(model, quantizing)
+        quantizers.set_quantization_enabled(model, quantizing)
         if quantizing:
-            update_ede(model, epoch - variant.latent_epochs, quantized_epochs)
-        model.train()
-        order = rng.permutation(len(train_labels))
-        for batch, target in padded_batches(train_ids, train_labels, config.batch_size, order):
-            loss = F.cross_entropy(model(paddle.to_tensor(batch)), paddle.to_tensor(target))
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
-        val_accuracy = evaluate(model, *data.splits["val"])
-        log(f"  {variant.name} seed {seed} epoch {epoch + 1}/{config.epochs}: loss {float(loss):.4f} "
-            f"val {val_accuracy:.4f}{'' if quantizing else ' (full precision, not selectable)'}")
-        if quantizing and val_accuracy > best["val_accuracy"]:
-            best = {"val_accuracy": val_accuracy, "epoch": epoch + 1,
-                    "state": {key: value.numpy().copy() for key, value in model.state_dict().items()}}
-    model.set_state_dict(best["state"])
+            quantizers.update_ede(model, epoch - variant.latent_epochs, quantized_epochs)
+
+    def report(record):
+        selectable = record["epoch"] > variant.latent_epochs
+        log(f"  {variant.name} seed {seed} epoch {record['epoch']}/{config.epochs}: loss {record['loss']:.4f} "
+            f"val {record['val_acc']:.4f}{'' if selectable else ' (full precision, not selectable)'}")
+
+    start = time.time()
+    history = fit(model, optimizer, None, None, config.epochs, config.batch_size, progress=False,
+                  batches=lambda epoch: padded_batches(train_ids, train_labels, config.batch_size,
+                                                       rng.permutation(len(train_labels))),
+                  epoch_begin_callbacks=[switch_quantizers], validate=lambda m: evaluate(m, *data.splits["val"]),
+                  select_best=lambda epoch: epoch >= variant.latent_epochs, log=report)
+    best = next(record for record in history if record.get("selected"))
     return {
         "seed": seed,
         "best_epoch": best["epoch"],
-        "val_accuracy": best["val_accuracy"],
+        "val_accuracy": best["val_acc"],
         "test_accuracy": evaluate(model, *data.splits["test"]),
         "size_bits": model_size_bits(model),
         "size_bits_without_embedding": model_size_bits(model, include_embedding=False),
         "train_seconds": round(time.time() - start, 1),
-    }, best["state"]
+    }, {key: value.numpy().copy() for key, value in model.state_dict().items()}
 
 
 def _mean_std(values):

@@ -1,17 +1,15 @@
-"""Kurtosis of a model's weight tensors: outlier rules, a table, figures and a summary.
+"""The kurtosis report of ``paddle-kure analyze``: a table, figures and a summary.
 
-Pretrained transformers hold a few weight tensors whose kurtosis is orders of
-magnitude above the others (seed 002: each block's FFN second FC in ERNIE); KURE
-applied to them swamps the loss. This module measures every tensor with the fused
-:func:`paddle_kure.kurtosis` (in float64), flags the outliers under two rules
-(:func:`outliers_mean_std`, seed 000's, and the robust :func:`outliers_log_mad`),
-and writes the report of ``paddle-kure analyze``.
+Every weight tensor's kurtosis is measured with the fused :func:`paddle_kure.kurtosis`
+(in float64) and flagged under both rules of :mod:`paddle_kure.outliers`
+(:func:`~paddle_kure.outliers.outliers_mean_std` and the robust
+:func:`~paddle_kure.outliers.outliers_log_mad`).
 
 Example:
     .. code-block:: python
 
         >>> import paddle
-        >>> from paddle_kure.analysis import KurtosisReport
+        >>> from paddle_kure.apps.report import KurtosisReport
         >>> model = paddle.nn.Sequential(paddle.nn.Linear(64, 32), paddle.nn.Linear(32, 8))
         >>> report = KurtosisReport.from_arrays({n: p.numpy() for n, p in model.named_parameters()})
         >>> print([row.name for row in report.rows])  # 2+ dimensional tensors by default
@@ -21,170 +19,20 @@ Example:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import glob
 import math
 import os
 
 import numpy as np
 
-__all__ = [
-    "KurtosisReport",
-    "TensorKurtosis",
-    "load_named_arrays",
-    "outliers_log_mad",
-    "outliers_mean_std",
-    "tensor_kurtosis",
-]
+from .._validate import check_int
+from ..io import load_named_arrays
+from ..outliers import (NORMAL_KURTOSIS, UNIFORM_KURTOSIS, TensorKurtosis, _log_mad_threshold, outliers_log_mad,
+                        outliers_mean_std, tensor_kurtosis)
 
-MINILM = "minilm"
-NORMAL_KURTOSIS, UNIFORM_KURTOSIS = 3.0, 1.8
+__all__ = ["KurtosisReport"]
+
 HISTOGRAMS_PER_PAGE = 20
-# MAD * 1.4826 estimates the standard deviation of normal data (1 / 0.6745, Iglewicz and Hoaglin).
-MAD_TO_STD = 1.4826
-INFERENCE_SUFFIXES = (".pdmodel", ".json", ".pdiparams")
-
-
-def _defined(values):
-    """1-D float array of ``values`` and the mask of those with a defined kurtosis
-    (finite and > 0: :func:`paddle_kure.kurtosis` gives 0 for a constant tensor)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1:
-        raise ValueError(f"expected a 1-D sequence of kurtosis values, got shape {values.shape}")
-    return values, np.isfinite(values) & (values > 0)
-
-
-def outliers_mean_std(values, num_std=3.0):
-    """Seed 000's rule: flags the values outside ``mean +- num_std * std`` of all values.
-
-    Undefined values (NaN, Inf, or <= 0, the kurtosis of a constant tensor) take no
-    part in the mean and (population) standard deviation and are never flagged.
-    With ``n`` values no value can lie more than ``sqrt(n - 1)`` standard deviations
-    from the mean, so with ``n <= num_std**2 + 1`` (10 for 3 std) nothing is ever flagged;
-    and a few large outliers inflate the std enough to hide each other.
-
-    Args:
-        values (sequence of float): one kurtosis per tensor.
-        num_std (float, optional): half-width of the accepted band in standard
-            deviations, > 0. Default 3.0.
-
-    Returns:
-        numpy.ndarray: bool, True where the value is an outlier.
-
-    Examples:
-        .. code-block:: python
-
-            >>> from paddle_kure.analysis import outliers_mean_std
-            >>> values = [3.0, 3.2, 2.9, 3.1, 3.0, 3.3, 2.8, 3.1, 3.0, 3.2, 2.9, 500.0]
-            >>> outliers_mean_std(values).nonzero()[0].tolist()
-            [11]
-    """
-    if isinstance(num_std, bool) or not isinstance(num_std, (int, float)) or not num_std > 0:
-        raise ValueError(f"outliers_mean_std: num_std must be a number > 0, got {num_std!r}")
-    values, defined = _defined(values)
-    flags = np.zeros(values.shape, dtype=bool)
-    if defined.sum() < 2:
-        return flags
-    mean, std = values[defined].mean(), values[defined].std()
-    flags[defined] = np.abs(values[defined] - mean) > num_std * std
-    return flags
-
-
-def outliers_log_mad(values, k=3.5, min_ratio=2.0):
-    """Robust rule: flags the values with ``log10(v) > median + k * MAD`` of the log10 values
-    that are also more than ``min_ratio`` times the median value.
-
-    ``MAD`` is the normalized median absolute deviation
-    ``1.4826 * median(|log10 v - median|)``, an estimate of the standard deviation
-    that outliers do not move, so ``k`` counts robust standard deviations and
-    ``k = 3.5`` is Iglewicz and Hoaglin's modified z-score cutoff. Median and MAD
-    ignore the outliers they look for, so several
-    extreme tensors do not hide each other, and the log makes the rule scale-free:
-    it asks "how many orders of magnitude above the typical tensor". Only high values
-    are flagged (a low kurtosis is what KURE aims at). Undefined values (NaN, Inf,
-    <= 0) take no part and are never flagged.
-
-    ``min_ratio`` guards against a tiny MAD: with few, alike tensors (a small CNN
-    whose kurtoses all lie within 2.3-2.9) a tensor 1.5 times the median is already
-    many MADs above it, though no outlier in the sense that matters here. On
-    all-MiniLM-L6-v2 the smallest outlier is 4 times the median, so the guard does
-    not change the result there.
-
-    Args:
-        values (sequence of float): one kurtosis per tensor.
-        k (float, optional): threshold in MADs above the median, > 0. Default 3.5.
-        min_ratio (float, optional): a flagged value is also above ``min_ratio``
-            times the median, >= 1 (1: no such condition). Default 2.0.
-
-    Returns:
-        numpy.ndarray: bool, True where the value is an outlier.
-
-    Examples:
-        .. code-block:: python
-
-            >>> from paddle_kure.analysis import outliers_log_mad
-            >>> outliers_log_mad([3.0, 3.5, 2.9, 4.0, 3.2, 150.0, 900.0]).nonzero()[0].tolist()
-            [5, 6]
-    """
-    threshold = _log_mad_threshold(values, k, min_ratio)
-    values, defined = _defined(values)
-    flags = np.zeros(values.shape, dtype=bool)
-    if threshold is not None:
-        flags[defined] = values[defined] > threshold
-    return flags
-
-
-def _log_mad_threshold(values, k, min_ratio):
-    """The kurtosis above which :func:`outliers_log_mad` flags (None with fewer than 2 defined values)."""
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or not k > 0:
-        raise ValueError(f"outliers_log_mad: k must be a number > 0, got {k!r}")
-    if isinstance(min_ratio, bool) or not isinstance(min_ratio, (int, float)) or not min_ratio >= 1:
-        raise ValueError(f"outliers_log_mad: min_ratio must be a number >= 1, got {min_ratio!r}")
-    values, defined = _defined(values)
-    if defined.sum() < 2:
-        return None
-    logs = np.log10(values[defined])
-    median = np.median(logs)
-    return 10 ** (median + max(k * MAD_TO_STD * np.median(np.abs(logs - median)), math.log10(min_ratio)))
-
-
-def tensor_kurtosis(array):
-    """Kurtosis ``m4 / m2^2`` of all elements of a numpy array (any numeric dtype),
-    computed in float64 by :func:`paddle_kure.kurtosis`; 0 for a constant tensor."""
-    import paddle
-
-    from paddle_kure import kurtosis
-
-    array = np.asarray(array)
-    if array.size == 0:
-        raise ValueError("tensor_kurtosis: empty tensor")
-    with paddle.no_grad():
-        return float(kurtosis(paddle.to_tensor(np.ascontiguousarray(array, dtype=np.float64))))
-
-
-@dataclasses.dataclass
-class TensorKurtosis:
-    """One row of a :class:`KurtosisReport`.
-
-    ``layer`` is the name up to its last dot (``encoder.layer.0.output.dense`` for
-    ``encoder.layer.0.output.dense.weight``); ``times_median`` is ``kurtosis`` over the
-    median kurtosis of the report's tensors.
-    """
-
-    name: str
-    shape: tuple
-    size: int
-    layer: str
-    kurtosis: float
-    times_median: float = math.nan
-    outlier_mean_std: bool = False
-    outlier_log_mad: bool = False
-
-    @property
-    def log10_kurtosis(self):
-        return math.log10(self.kurtosis) if self.kurtosis > 0 and math.isfinite(self.kurtosis) else math.nan
-
-
 CSV_COLUMNS = ("name", "layer", "shape", "size", "kurtosis", "log10_kurtosis", "times_median",
                "outlier_mean_std", "outlier_log_mad")
 
@@ -270,7 +118,7 @@ class KurtosisReport:
                 (f"The robust log-MAD rule (log10 K > median + {self.mad_k:g} MAD and K > "
                  f"{self.mad_min_ratio:g} x median, i.e. K > {threshold:.3g})",
                  "outlier_log_mad"),
-                (f"Seed 000's mean+-std rule (K outside {mean:.3g} +- {self.num_std:g} * {std:.3g})",
+                (f"The mean+-std rule of Paddle issue #28522 (K outside {mean:.3g} +- {self.num_std:g} * {std:.3g})",
                  "outlier_mean_std")):
             flagged = sorted((row for row in self.rows if getattr(row, key)), key=lambda r: -r.kurtosis)
             if not flagged:
@@ -404,8 +252,7 @@ class KurtosisReport:
         Returns:
             list[str]: the written paths.
         """
-        if isinstance(max_histograms, bool) or not isinstance(max_histograms, int) or max_histograms < 0:
-            raise ValueError(f"KurtosisReport.write: max_histograms must be an int >= 0, got {max_histograms!r}")
+        check_int("KurtosisReport.write", "max_histograms", max_histograms, low=0)
         os.makedirs(output_dir, exist_ok=True)
         for old in glob.glob(os.path.join(output_dir, "histograms_*.png")):
             os.remove(old)  # pages of an earlier, larger report
@@ -418,7 +265,7 @@ class KurtosisReport:
             f.write(f"# Weight kurtosis: {self.source}\n\n{self.summary()}\n\n"
                     f"Kurtosis K = m4 / m2^2 over all elements of each tensor (population moments, float64, "
                     f"`paddle_kure.kurtosis`). Flags: *mean+-std* = outside mean +- {self.num_std:g} std of the "
-                    f"tensors' K (seed 000); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K "
+                    f"tensors' K (Paddle issue #28522); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K "
                     f"(MAD = 1.4826 * median absolute deviation, a robust std) and K > "
                     f"{self.mad_min_ratio:g} x median K. "
                     f"*x median* = K / median K.\n\n"
@@ -439,107 +286,3 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _flatten(state, prefix=""):
-    """Array entries of a (possibly nested) state dict, with dotted names."""
-    out = {}
-    for key, value in state.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        elif isinstance(value, np.ndarray) or hasattr(value, "numpy"):
-            out[name] = value.numpy() if hasattr(value, "numpy") else value
-    return out
-
-
-def _inference_prefix(path):
-    """The path prefix of a Paddle inference model given as prefix, model file,
-    params file or a folder holding one model; None if ``path`` is none of these."""
-    for suffix in INFERENCE_SUFFIXES:
-        if path.endswith(suffix):
-            path = path[:-len(suffix)]
-            break
-    if os.path.isdir(path):
-        found = sorted(glob.glob(os.path.join(path, "*.pdiparams")))
-        if len(found) != 1:
-            raise ValueError(f"{path} is a folder with {len(found)} .pdiparams files; "
-                             "name the model (path prefix or .pdmodel/.json file)")
-        path = found[0][:-len(".pdiparams")]
-    has_program = os.path.isfile(path + ".pdmodel") or os.path.isfile(path + ".json")
-    return path if has_program and os.path.isfile(path + ".pdiparams") else None
-
-
-def _load_inference_params(prefix):
-    """Persistable tensors of an inference model, in order of first use by its program."""
-    import paddle
-
-    legacy = os.path.isfile(prefix + ".pdmodel")
-    was_dygraph = paddle.in_dynamic_mode()
-    paddle.enable_static()
-    try:
-        scope = paddle.static.Scope()
-        guard = paddle.pir_utils.OldIrGuard() if legacy else paddle.pir_utils.IrGuard()
-        with guard, paddle.static.scope_guard(scope):
-            program, _, _ = paddle.static.load_inference_model(prefix, paddle.static.Executor(paddle.CPUPlace()))
-            block, names = program.global_block(), []
-            for op in block.ops:
-                if legacy:
-                    used = [n for n in op.input_arg_names
-                            if block.has_var(n) and block.var(n).persistable and n not in ("feed", "fetch")]
-                else:
-                    defining = [v.get_defining_op() for v in op.operands_source()]
-                    used = [d.attrs()["parameter_name"] for d in defining
-                            if d is not None and d.name() == "builtin.parameter"]
-                names.extend(n for n in used if n not in names)
-            return {n: np.array(scope.find_var(n).get_tensor()) for n in names}
-    finally:
-        if was_dygraph:
-            paddle.disable_static()
-
-
-def load_named_arrays(model):
-    """Reads a model's tensors as ``({name: numpy array}, description)``.
-
-    Args:
-        model (str): ``"minilm"`` (the bundled all-MiniLM-L6-v2, see
-            :mod:`paddle_kure.models.bert`), a ``.pdparams`` state dict (nested dicts
-            give dotted names; non-tensor entries are skipped), or a Paddle inference
-            model: its path prefix, its ``.pdmodel``/``.json``/``.pdiparams`` file, or a
-            folder holding one. Inference models name tensors by variable
-            (``linear_0.w_0``), in the order the program first uses them.
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: the path is not a model this reads, or holds no tensor.
-    """
-    if not isinstance(model, str) or not model:
-        raise TypeError(f"load_named_arrays: expected a path or 'minilm', got {model!r}")
-    if model == MINILM:
-        from paddle_kure.models import load_minilm
-
-        bert, _ = load_minilm()
-        return {n: p.numpy() for n, p in bert.named_parameters()}, "all-MiniLM-L6-v2"
-    if model.endswith(".pdparams"):
-        if not os.path.isfile(model):
-            raise FileNotFoundError(f"{model} does not exist")
-        import paddle
-
-        state = paddle.load(model, return_numpy=True)
-        arrays = _flatten(state) if isinstance(state, dict) else {}
-        if not arrays:
-            raise ValueError(f"{model} holds no tensor (expected a state dict saved by paddle.save)")
-        return arrays, os.path.basename(model)
-    prefix = _inference_prefix(model)
-    if prefix is None:
-        stem = next((model[:-len(s)] for s in INFERENCE_SUFFIXES if model.endswith(s)), model)
-        if not os.path.exists(model) and not glob.glob(glob.escape(stem) + ".*"):
-            raise FileNotFoundError(f"{model} does not exist (expected 'minilm', a .pdparams file or a Paddle "
-                                    "inference model: path prefix, .pdmodel/.json or .pdiparams)")
-        raise ValueError(f"{model} is not a model paddle-kure analyze reads: expected 'minilm', a .pdparams "
-                         "state dict, or a Paddle inference model (PREFIX.pdmodel or PREFIX.json with "
-                         "PREFIX.pdiparams)")
-    arrays = _load_inference_params(prefix)
-    if not arrays:
-        raise ValueError(f"{prefix}: the inference model has no parameters")
-    return arrays, os.path.basename(prefix)

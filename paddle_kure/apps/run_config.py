@@ -10,21 +10,21 @@ the key and the file.
 Example:
     .. code-block:: python
 
-        >>> from paddle_kure.config import load_config, default_config_path
+        >>> from paddle_kure.apps.run_config import load_config, default_config_path
         >>> config = load_config(default_config_path())
         >>> print(config.TrainConfig.epochs, config.precisions())
         2 [(8, 8), (4, 4)]
 """
 from __future__ import annotations
 
-import dataclasses
-import fnmatch
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
-from ._sections import check_keys
+from .._validate import ConfigBase, check_str
+from ..data.vision import DEFAULT_DIR
+from ..param_filter import globs_to_regexes
+from ..quant.dygraph import PTQ_ALGOS
 
 __all__ = [
     "ConfigError",
@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "momentum", "sgd")
-PTQ_ALGOS = ("abs_max", "avg", "KL", "hist", "mse")
 
 
 class ConfigError(ValueError):
@@ -47,51 +46,11 @@ class ConfigError(ValueError):
 
 def default_config_path() -> str:
     """The config shipped inside the package (``paddle_kure/configs/default.yaml``)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.yaml")
-
-
-def _is_number(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _int(key, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key} must be an integer, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{key} must be >= {minimum}, got {value}")
-
-
-def _float(key, value, minimum, inclusive=True):
-    if not _is_number(value):
-        raise TypeError(f"{key} must be a number, got {value!r}")
-    if value < minimum or (value == minimum and not inclusive):
-        raise ValueError(f"{key} must be {'>=' if inclusive else '>'} {minimum}, got {value}")
-
-
-def _bool(key, value):
-    if not isinstance(value, bool):
-        raise TypeError(f"{key} must be true or false, got {value!r}")
-
-
-def _str_list(key, value):
-    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise TypeError(f"{key} must be a list of strings, got {value!r}")
-
-
-def _choice(key, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
-
-
-class _Section:
-    """Validates on construction; ``validate`` messages start with the key name."""
-
-    def __post_init__(self):
-        self.validate()
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "default.yaml")
 
 
 @dataclass
-class GlobalConfig(_Section):
+class GlobalConfig(ConfigBase):
     """``Global``: data, seed and output.
 
     Attributes:
@@ -106,30 +65,29 @@ class GlobalConfig(_Section):
 
     seed: int = 2024
     output_dir: str = "runs/default"
-    data_dir: str = "/usr/share/datasets/fashion-mnist"
+    data_dir: str = DEFAULT_DIR
     download: bool = False
     train_size: int = 0
     val_size: int = 5000
     test_size: int = 0
 
+    OWNER = "Global"
+
     def validate(self):
-        _int("seed", self.seed, 0)
+        self._int("seed", low=0)
         for key in ("output_dir", "data_dir"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise TypeError(f"{key} must be a non-empty string, got {getattr(self, key)!r}")
-        _bool("download", self.download)
-        _int("train_size", self.train_size, 0)
-        _int("val_size", self.val_size, 1)
-        _int("test_size", self.test_size, 0)
+            check_str(self.owner(), key, getattr(self, key))
+        self._bool("download")
+        self._int("train_size", low=0)
+        self._int("val_size", low=1)
+        self._int("test_size", low=0, high=10000)
         if self.train_size + self.val_size > 60000:
-            raise ValueError(f"train_size + val_size must be <= 60000 (the train split), got "
+            raise ValueError(f"Global.train_size + val_size must be <= 60000 (the train split), got "
                              f"{self.train_size} + {self.val_size}")
-        if self.test_size > 10000:
-            raise ValueError(f"test_size must be <= 10000 (the test split), got {self.test_size}")
 
 
 @dataclass
-class TrainConfig(_Section):
+class TrainConfig(ConfigBase):
     """``TrainConfig``: FP32 training, then quantization-aware fine-tuning.
 
     Attributes:
@@ -153,21 +111,19 @@ class TrainConfig(_Section):
     eval_batch_size: int = 1000
 
     def validate(self):
-        _int("epochs", self.epochs, 1)
-        _int("batch_size", self.batch_size, 1)
-        _float("learning_rate", self.learning_rate, 0.0, inclusive=False)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _float("weight_decay", self.weight_decay, 0.0)
-        _int("qat_epochs", self.qat_epochs, 1)
-        _float("qat_learning_rate", self.qat_learning_rate, 0.0, inclusive=False)
-        _int("eval_batch_size", self.eval_batch_size, 1)
+        for key in ("epochs", "batch_size", "qat_epochs", "eval_batch_size"):
+            self._int(key, low=1)
+        self._number("learning_rate", low=0.0, low_open=True)
+        self._choice("optimizer", OPTIMIZERS)
+        self._number("weight_decay", low=0.0)
+        self._number("qat_learning_rate", low=0.0, low_open=True)
 
 
 @dataclass
-class KurtosisConfig(_Section):
+class KurtosisConfig(ConfigBase):
     """``Kurtosis``: kurtosis regularization (KURE) in the QAT+KURE arms. The
-    selection keys map onto :func:`paddle_kure.selection.select_tensors` (see
-    :meth:`selection`), applied to the FP32 model's weights.
+    selection keys are the ``Prune`` section's and map onto :func:`paddle_kure.plan_kure`
+    (see :meth:`selection`), applied to the FP32 model.
 
     Attributes:
         coeff: the KURE paper's lambda: ``coeff * mean over tensors of (K - target)^2``.
@@ -175,13 +131,14 @@ class KurtosisConfig(_Section):
         include: glob patterns of parameter names (``model.named_parameters()``) to
             regularize; empty: every weight with 2+ dimensions.
         exclude: glob patterns never regularized (the paper leaves the first conv out).
+        layer_types: regularize only weights of these layer classes (``Conv2D``, ``Linear``).
         min_size: fewest elements of a regularized tensor.
         auto_exclude: also leave out tensors whose FP32 kurtosis is an outlier among
-            the chosen ones: ``mean_std`` (seed 000's rule: outside mean +-
-            ``auto_exclude_std`` std), ``log_mad`` (log10 kurtosis beyond median +
-            ``auto_exclude_mad`` MADs), or false. ``true`` means ``mean_std``.
-        auto_exclude_std: the width of the ``mean_std`` band, in standard deviations.
-        auto_exclude_mad: the width of the ``log_mad`` band, in median absolute deviations.
+            the chosen ones: ``mean_std`` (the rule of Paddle issue #28522: outside mean +-
+            ``num_std`` std), ``log_mad`` (log10 kurtosis beyond median +
+            ``mad_k`` MADs), or false. ``true`` means ``mean_std``.
+        num_std: the width of the ``mean_std`` band, in standard deviations.
+        mad_k: the width of the ``log_mad`` band, in median absolute deviations.
         on_weights: regularize the chosen weights (through ``KurtosisDecay``).
         on_activations: add ``coeff * mean (K - target)^2`` of the outputs of the
             layers owning the chosen weights to the loss.
@@ -191,48 +148,52 @@ class KurtosisConfig(_Section):
     target: float = 1.8
     include: Tuple[str, ...] = ()
     exclude: Tuple[str, ...] = ("conv1.*",)
+    layer_types: Tuple[str, ...] = ()
     min_size: int = 0
     auto_exclude: Union[bool, str] = False
-    auto_exclude_std: float = 3.0
-    auto_exclude_mad: float = 3.5
+    num_std: float = 3.0
+    mad_k: float = 3.5
     on_weights: bool = True
     on_activations: bool = False
 
-    def validate(self):
-        from .selection import AUTO_EXCLUDE_RULES
+    OWNER = "Kurtosis"
 
-        _float("coeff", self.coeff, 0.0)
-        _float("target", self.target, 1.0, inclusive=False)
-        _str_list("include", self.include)
-        _str_list("exclude", self.exclude)
-        self.include, self.exclude = tuple(self.include), tuple(self.exclude)
-        _int("min_size", self.min_size, 0)
+    def validate(self):
+        from ..selection import AUTO_EXCLUDE_RULES
+
+        self._number("coeff", low=0.0)
+        self._number("target", low=1.0, low_open=True)
+        self._str_list("include")
+        self._str_list("exclude")
+        self._str_list("layer_types")
+        self._int("min_size", low=0)
         if not isinstance(self.auto_exclude, bool) and self.auto_exclude not in AUTO_EXCLUDE_RULES:
-            raise ValueError(f"auto_exclude must be false, true or one of {list(AUTO_EXCLUDE_RULES)}, "
+            raise ValueError(f"Kurtosis.auto_exclude must be false, true or one of {list(AUTO_EXCLUDE_RULES)}, "
                              f"got {self.auto_exclude!r}")
-        _float("auto_exclude_std", self.auto_exclude_std, 0.0, inclusive=False)
-        _float("auto_exclude_mad", self.auto_exclude_mad, 0.0, inclusive=False)
-        _bool("on_weights", self.on_weights)
-        _bool("on_activations", self.on_activations)
+        self._number("num_std", low=0.0, low_open=True)
+        self._number("mad_k", low=0.0, low_open=True)
+        self._bool("on_weights")
+        self._bool("on_activations")
         if not (self.on_weights or self.on_activations):
-            raise ValueError("on_weights and on_activations are both false: KURE would do nothing")
+            raise ValueError("Kurtosis: on_weights and on_activations are both false: KURE would do nothing")
 
     def selection(self) -> dict:
-        """Keyword arguments of :func:`paddle_kure.selection.select_tensors` /
-        :func:`paddle_kure.plan_kure` (glob patterns become regular expressions)."""
+        """Keyword arguments of :func:`paddle_kure.plan_kure` (glob patterns become
+        regular expressions)."""
         rule = "mean_std" if self.auto_exclude is True else (self.auto_exclude or None)
         return {
-            "include": [fnmatch.translate(p) for p in self.include] or None,
-            "exclude": [fnmatch.translate(p) for p in self.exclude],
+            "include": globs_to_regexes(self.include) or None,
+            "exclude": globs_to_regexes(self.exclude),
+            "layer_types": list(self.layer_types) or None,
             "min_size": self.min_size,
             "auto_exclude": rule,
-            "num_std": self.auto_exclude_std,
-            "mad_k": self.auto_exclude_mad,
+            "num_std": self.num_std,
+            "mad_k": self.mad_k,
         }
 
 
 @dataclass
-class QuantPostConfig(_Section):
+class QuantPostConfig(ConfigBase):
     """``QuantPost``: post-training quantization (``quant_post_static`` argument names).
 
     Attributes:
@@ -245,10 +206,12 @@ class QuantPostConfig(_Section):
     batch_nums: int = 10
     batch_size: int = 64
 
+    OWNER = "QuantPost"
+
     def validate(self):
-        _choice("algo", self.algo, PTQ_ALGOS)
-        _int("batch_nums", self.batch_nums, 1)
-        _int("batch_size", self.batch_size, 1)
+        self._choice("algo", PTQ_ALGOS)
+        self._int("batch_nums", low=1)
+        self._int("batch_size", low=1)
 
 
 # Methods compared at each precision; 'qat_kure_pact' runs only with QuantAware.use_pact.
@@ -285,7 +248,7 @@ class RunConfig:
 
     def quant_config(self, weight_bits: int, activation_bits: int, use_pact: bool = False):
         """The :class:`QuantAwareConfig` of one precision."""
-        from .quant.config import QuantAwareConfig
+        from ..quant.config import QuantAwareConfig
 
         values = dict(self.QuantAware, weight_bits=weight_bits, activation_bits=activation_bits, use_pact=use_pact)
         return QuantAwareConfig.from_dict(values, source=self.source)
@@ -299,11 +262,8 @@ class RunConfig:
                 continue
             if section == "QuantAware":
                 out[section] = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
-            elif section == "Prune":
-                out[section] = value.to_dict()
             else:
-                out[section] = {k: list(v) if isinstance(v, tuple) else v
-                                for k, v in dataclasses.asdict(value).items()}
+                out[section] = value.to_dict()
         return out
 
     def __str__(self) -> str:
@@ -323,22 +283,16 @@ SECTIONS = {
 }
 
 
-def _section(cls, values, section, source):
-    where = f"{source}: {section}"
+def _section(cls, values, source):
     try:
-        values = check_keys(cls, {} if values is None else values, where)
+        return cls.from_dict({} if values is None else values, source)
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as err:
-        # the messages start with the key: "epochs must be ..."
-        raise ConfigError(f"{where}.{err}") from None
 
 
 def _quant_aware(values, source):
     """Checks the QuantAware section: each precision must make a valid QuantAwareConfig."""
-    from .quant.config import QuantAwareConfig
+    from ..quant.config import QuantAwareConfig
 
     where = f"{source}: QuantAware"
     if values is None:
@@ -370,11 +324,11 @@ def config_from_dict(data: dict, source: str = "<dict>") -> RunConfig:
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; allowed sections: {list(SECTIONS)}")
-    sections = {name: _section(cls, data.get(name), name, source)
+    sections = {name: _section(cls, data.get(name), source)
                 for name, cls in SECTIONS.items() if cls is not None}
     sections["QuantAware"] = _quant_aware(data.get("QuantAware"), source)
     if data.get("Prune") is not None:
-        from .prune.config import PruneConfig
+        from ..prune.config import PruneConfig
 
         sections["Prune"] = PruneConfig.from_dict(data["Prune"], source=source)
     return RunConfig(**sections, source=source)
