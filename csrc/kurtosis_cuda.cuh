@@ -164,7 +164,8 @@ __device__ __forceinline__ Stats finalize(const Moments& m) {
   s.mean = m.mean;
   s.m2 = m.n > 0.0 ? m.M2 / m.n : 0.0;
   s.m3 = m.n > 0.0 ? m.M3 / m.n : 0.0;
-  const bool degenerate = m.n < 2.0 || s.m2 == 0.0;
+  // A single NaN/Inf value is not degenerate: it makes the mean NaN, and K too.
+  const bool degenerate = (m.n < 2.0 || s.m2 == 0.0) && isfinite(s.mean);
   // (m4 / m2) / m2: m2^2 underflows for tiny values.
   s.kurtosis = degenerate ? 0.0 : ((m.M4 / m.n) / s.m2) / s.m2;
   // For n = 2 and 3, K is 1 and 1.5 whatever x is (unless x holds NaN/Inf).
