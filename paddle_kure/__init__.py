@@ -4,10 +4,15 @@ Kurtosis regularization (KURE) with a fused C++/CUDA operator, selective KURE fo
 pretrained models, PACT and quantization-aware training with PaddleSlim,
 gradual magnitude pruning, and transformer quantization/binarization.
 """
-from .losses import ActivationKurtosis, Kure, KurtosisLoss
-from .ops import kurtosis, kurtosis_decay_grad, load_library
-from .regularizer import KurtosisDecay
-from .selection import KurePlan, attach_kure, plan_kure
+from ._environment import build_info, check_paddle
+
+# A clear message, before anything imports paddle, when Paddle is missing or too old.
+check_paddle()
+
+from .losses import ActivationKurtosis, Kure, KurtosisLoss  # noqa: E402
+from .ops import kurtosis, kurtosis_decay_grad, load_library  # noqa: E402
+from .regularizer import KurtosisDecay  # noqa: E402
+from .selection import KurePlan, attach_kure, plan_kure  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -21,6 +26,7 @@ __all__ = [
     "KurtosisDecay",
     "KurtosisLoss",
     "attach_kure",
+    "build_info",
     "kurtosis",
     "kurtosis_decay_grad",
     "load_library",
