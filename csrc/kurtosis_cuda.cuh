@@ -42,6 +42,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -74,32 +75,35 @@ struct Stats {
 
 namespace detail {
 
+// The moment math is host-and-device so that tests/cuda can check it on the host.
+#define KURE_HD __host__ __device__ __forceinline__
+
 // Element conversions: every dtype is computed in double.
-__device__ __forceinline__ double to_double(double v) { return v; }
-__device__ __forceinline__ double to_double(float v) { return static_cast<double>(v); }
-__device__ __forceinline__ double to_double(__half v) {
+KURE_HD double to_double(double v) { return v; }
+KURE_HD double to_double(float v) { return static_cast<double>(v); }
+KURE_HD double to_double(__half v) {
   return static_cast<double>(__half2float(v));
 }
-__device__ __forceinline__ double to_double(__nv_bfloat16 v) {
+KURE_HD double to_double(__nv_bfloat16 v) {
   return static_cast<double>(__bfloat162float(v));
 }
 
 template <typename T>
-__device__ __forceinline__ T from_double(double v);
+KURE_HD T from_double(double v);
 template <>
-__device__ __forceinline__ double from_double<double>(double v) {
+KURE_HD double from_double<double>(double v) {
   return v;
 }
 template <>
-__device__ __forceinline__ float from_double<float>(double v) {
-  return __double2float_rn(v);
+KURE_HD float from_double<float>(double v) {
+  return static_cast<float>(v);  // round to nearest
 }
 template <>
-__device__ __forceinline__ __half from_double<__half>(double v) {
+KURE_HD __half from_double<__half>(double v) {
   return __double2half(v);
 }
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
+KURE_HD __nv_bfloat16 from_double<__nv_bfloat16>(double v) {
   return __double2bfloat16(v);
 }
 
@@ -109,21 +113,21 @@ struct alignas(sizeof(T) * kVec) Pack {
   T v[kVec];
 };
 
-__device__ __forceinline__ void add_powers(PowerSums* s, double d) {
+KURE_HD void add_powers(PowerSums* s, double d) {
   const double d2 = d * d;
   s->n += 1.0;
   s->s1 += d;
   s->s2 += d2;
-  s->s3 = fma(d2, d, s->s3);
-  s->s4 = fma(d2, d2, s->s4);
+  s->s3 = std::fma(d2, d, s->s3);
+  s->s4 = std::fma(d2, d2, s->s4);
 }
 
-__device__ __forceinline__ PowerSums add(const PowerSums& a, const PowerSums& b) {
+KURE_HD PowerSums add(const PowerSums& a, const PowerSums& b) {
   return {a.n + b.n, a.s1 + b.s1, a.s2 + b.s2, a.s3 + b.s3, a.s4 + b.s4};
 }
 
 // Pairwise update of two disjoint sets' moments (Chan et al.; Pebay 2008).
-__device__ __forceinline__ Moments merge(const Moments& a, const Moments& b) {
+KURE_HD Moments merge(const Moments& a, const Moments& b) {
   if (a.n == 0.0) return b;
   if (b.n == 0.0) return a;
   const double n = a.n + b.n;
@@ -143,7 +147,7 @@ __device__ __forceinline__ Moments merge(const Moments& a, const Moments& b) {
 }
 
 // Central moments from power sums about the shift c (one division).
-__device__ __forceinline__ Moments centre(const PowerSums& s, double c) {
+KURE_HD Moments centre(const PowerSums& s, double c) {
   Moments m{};
   if (s.n == 0.0) return m;
   const double delta = s.s1 / s.n;  // mean - c
@@ -158,18 +162,18 @@ __device__ __forceinline__ Moments centre(const PowerSums& s, double c) {
   return m;
 }
 
-__device__ __forceinline__ Stats finalize(const Moments& m) {
+KURE_HD Stats finalize(const Moments& m) {
   Stats s;
   s.n = m.n;
   s.mean = m.mean;
   s.m2 = m.n > 0.0 ? m.M2 / m.n : 0.0;
   s.m3 = m.n > 0.0 ? m.M3 / m.n : 0.0;
   // A single NaN/Inf value is not degenerate: it makes the mean NaN, and K too.
-  const bool degenerate = (m.n < 2.0 || s.m2 == 0.0) && isfinite(s.mean);
+  const bool degenerate = (m.n < 2.0 || s.m2 == 0.0) && std::isfinite(s.mean);
   // (m4 / m2) / m2: m2^2 underflows for tiny values.
   s.kurtosis = degenerate ? 0.0 : ((m.M4 / m.n) / s.m2) / s.m2;
   // For n = 2 and 3, K is 1 and 1.5 whatever x is (unless x holds NaN/Inf).
-  const bool constant_k = (m.n == 2.0 || m.n == 3.0) && isfinite(s.kurtosis);
+  const bool constant_k = !degenerate && (m.n == 2.0 || m.n == 3.0) && std::isfinite(s.kurtosis);
   if (constant_k) s.kurtosis = m.n == 2.0 ? 1.0 : 1.5;
   s.zero_gradient = degenerate || constant_k;
   return s;
@@ -192,7 +196,7 @@ __device__ __forceinline__ Stats load_stats(const double* src, int64_t n) {
 struct ScaledGrad {
   double mean, cubic, linear, constant, l2;
 
-  __device__ ScaledGrad(const Stats& s, double factor, double l2_coeff) {
+  KURE_HD ScaledGrad(const Stats& s, double factor, double l2_coeff) {
     const double scale = s.zero_gradient ? 0.0 : factor * 4.0 / s.n / s.m2 / s.m2;
     mean = s.mean;
     cubic = scale;
@@ -201,9 +205,9 @@ struct ScaledGrad {
     l2 = l2_coeff;
   }
 
-  __device__ __forceinline__ double operator()(double x) const {
+  KURE_HD double operator()(double x) const {
     const double d = x - mean;
-    return fma(fma(cubic * d, d, linear), d, constant) + l2 * x;
+    return std::fma(std::fma(cubic * d, d, linear), d, constant) + l2 * x;
   }
 };
 
@@ -439,6 +443,8 @@ cudaError_t launch_grad(const T* x, int64_t n, const double* stats, const T* gra
   kernel<<<blocks, kThreads, 0, stream>>>(x, n, stats, grad_out, grad_x);
   return cudaGetLastError();
 }
+
+#undef KURE_HD
 
 }  // namespace detail
 
