@@ -10,8 +10,9 @@
 // constant 1 and 1.5 and the gradient exactly 0; constant data), unaligned
 // pointers and run-to-run determinism; then times the ops against a
 // device-to-device cudaMemcpy of the same tensor. --quick runs a subset with
-// n <= 1e5 and no timing (for compute-sanitizer). Exit status: 0 when every check
-// passed (or, without --require-gpu, when there is no GPU: it says it skipped).
+// n <= 1e5 and no timing (for compute-sanitizer). First, without a GPU too, the
+// header's moment math is checked on the host. Exit status: 0 when every check
+// passed (without --require-gpu, a missing GPU skips the GPU part, saying so).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
