@@ -26,7 +26,8 @@ data:
 	  else echo "note: Fashion-MNIST package not installed (needs root apt-get); data falls back to download"; fi; }
 
 # Compiles the CUDA kernels with nvcc without a GPU: against Paddle's headers,
-# and the standalone test program without Paddle (a compile error fails `make test`).
+# and the standalone test program without Paddle, which then checks the moment
+# math on the host (a compile error or a wrong result fails `make test`).
 check-cuda: venv
 	$(PY) tools/check_cuda_sources.py
 

@@ -113,9 +113,9 @@ struct alignas(sizeof(T) * kVec) Pack {
   T v[kVec];
 };
 
+// Adds d's powers; the count is kept apart, in integers (s->n set at the end).
 KURE_HD void add_powers(PowerSums* s, double d) {
   const double d2 = d * d;
-  s->n += 1.0;
   s->s1 += d;
   s->s2 += d2;
   s->s3 = std::fma(d2, d, s->s3);
@@ -278,8 +278,10 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t shift_index = block_begin < n ? block_begin : n - 1;
   const double c = to_double(x[shift_index]);
   PowerSums sums{};
+  int64_t count = 0;
   int64_t v = v0;
   for (; v + (kUnroll - 1) * stride < nv; v += kUnroll * stride) {
+    count += kUnroll * kVec;
     P in[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) in[u] = xv[v + u * stride];
@@ -290,13 +292,16 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   for (; v < nv; v += stride) {
+    count += kVec;
     const P in = xv[v];
 #pragma unroll
     for (int k = 0; k < kVec; ++k) add_powers(&sums, to_double(in.v[k]) - c);
   }
   if (blockIdx.x == 0 && tail_begin + threadIdx.x < n) {
+    count += 1;
     add_powers(&sums, to_double(x[tail_begin + threadIdx.x]) - c);
   }
+  sums.n = static_cast<double>(count);
   const Moments block = centre(block_reduce(sums, AddOp{}), c);
 
   Moments total = block;

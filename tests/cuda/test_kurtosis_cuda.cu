@@ -390,8 +390,12 @@ void host_check(Tally& tally) {
           for (int64_t t = 0; t < threads; ++t) {
             for (int64_t v = b * threads + t; v < nv; v += stride) {
               for (int k = 0; k < kVec; ++k) d::add_powers(&sums, d::to_double(x[v * kVec + k]) - c);
+              sums.n += kVec;
             }
-            if (b == 0 && nv * kVec + t < n) d::add_powers(&sums, d::to_double(x[nv * kVec + t]) - c);
+            if (b == 0 && nv * kVec + t < n) {
+              d::add_powers(&sums, d::to_double(x[nv * kVec + t]) - c);
+              sums.n += 1;
+            }
           }
           total = d::merge(total, d::centre(sums, c));
         }
