@@ -40,7 +40,7 @@ CUDA_TEST  := build/test_kurtosis_cuda
 
 $(CUDA_TEST): tests/cuda/test_kurtosis_cuda.cu csrc/kurtosis_cuda.cuh
 	@mkdir -p build
-	$(NVCC) -O2 -std=c++17 -arch=$(CUDA_ARCH) -Icsrc $< -o $@
+	$(NVCC) -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -fopenmp -Icsrc $< -o $@
 
 test-gpu:
 	@if ! command -v $(NVCC) >/dev/null; then echo "test-gpu: SKIPPED, nvcc not found: nothing built or run"; \

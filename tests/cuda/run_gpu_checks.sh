@@ -19,7 +19,7 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   exit 1
 fi
 
-"$NVCC" -O2 -std=c++17 -arch=native -lineinfo -Icsrc tests/cuda/test_kurtosis_cuda.cu \
+"$NVCC" -O2 -std=c++17 -arch=native -lineinfo -Xcompiler -fopenmp -Icsrc tests/cuda/test_kurtosis_cuda.cu \
   -o "$work/test_kurtosis_cuda" || { echo "run_gpu_checks: build failed" >&2; exit 1; }
 
 "$work/test_kurtosis_cuda" --require-gpu --markdown "$work/test.md"
@@ -41,7 +41,7 @@ verdict() { [ "$1" = 0 ] && echo "passed" || echo "FAILED (exit $1)"; }
   echo
   echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n1)"
   echo "- nvcc: $("$NVCC" --version | tail -n1)"
-  echo "- build: \`$NVCC -O2 -std=c++17 -arch=native -lineinfo -Icsrc tests/cuda/test_kurtosis_cuda.cu\`"
+  echo "- build: \`$NVCC -O2 -std=c++17 -arch=native -lineinfo -Xcompiler -fopenmp -Icsrc tests/cuda/test_kurtosis_cuda.cu\`"
   echo "- test: $(verdict $test_rc); compute-sanitizer memcheck: $(verdict $memcheck_rc); racecheck: $(verdict $racecheck_rc) (both on \`--quick\`)"
   echo
   cat "$work/test.md"
