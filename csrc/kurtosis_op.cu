@@ -32,6 +32,21 @@ typename DeviceType<T>::type* device_data(paddle::Tensor* t) {
   return reinterpret_cast<typename DeviceType<T>::type*>(t->data<T>());
 }
 
+// Makes x's GPU the current device while the launchers run (they size their
+// grids and launch on the current device), and restores the previous one.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(const paddle::Tensor& x) {
+    PD_CHECK(cudaGetDevice(&previous_) == cudaSuccess, "cudaGetDevice failed");
+    const int device = x.place().GetDeviceId();
+    if (device != previous_) PD_CHECK(cudaSetDevice(device) == cudaSuccess, "cudaSetDevice failed");
+  }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+
+ private:
+  int previous_ = 0;
+};
+
 void check_launch(cudaError_t err, const char* op) {
   PD_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
@@ -47,6 +62,7 @@ paddle::Tensor workspace_for(const paddle::Tensor& x) {
 // kurtosis_op.cc declares Stats as float64 [5] for its InferShape: kure_cuda::kStatsSize.
 
 std::vector<paddle::Tensor> kurtosis_cuda_forward(const paddle::Tensor& x) {
+  const DeviceGuard on_device(x);
   auto out = paddle::empty({}, x.dtype(), x.place());
   auto stats = paddle::empty({kure_cuda::kStatsSize}, paddle::DataType::FLOAT64, x.place());
   auto workspace = workspace_for(x);
@@ -60,6 +76,7 @@ std::vector<paddle::Tensor> kurtosis_cuda_forward(const paddle::Tensor& x) {
 
 paddle::Tensor kurtosis_cuda_backward(const paddle::Tensor& x, const paddle::Tensor& stats,
                                       const paddle::Tensor& grad_out) {
+  const DeviceGuard on_device(x);
   auto grad_x = paddle::empty(x.shape(), x.dtype(), x.place());
   PD_DISPATCH_FLOATING_AND_HALF_TYPES(x.dtype(), "kurtosis_grad_cuda", ([&] {
     check_launch(kure_cuda::kurtosis_grad(device_data<data_t>(x), x.numel(), stats.data<double>(),
@@ -72,6 +89,7 @@ paddle::Tensor kurtosis_cuda_backward(const paddle::Tensor& x, const paddle::Ten
 
 paddle::Tensor kurtosis_decay_cuda(const paddle::Tensor& x, double coeff, double target,
                                    double l2_coeff) {
+  const DeviceGuard on_device(x);
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
   auto workspace = workspace_for(x);
   PD_DISPATCH_FLOATING_AND_HALF_TYPES(x.dtype(), "kurtosis_decay_cuda", ([&] {
