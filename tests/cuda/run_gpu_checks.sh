@@ -22,8 +22,9 @@ fi
 "$NVCC" -O2 -std=c++17 -arch=native -lineinfo -Xcompiler -fopenmp -Icsrc tests/cuda/test_kurtosis_cuda.cu \
   -o "$work/test_kurtosis_cuda" || { echo "run_gpu_checks: build failed" >&2; exit 1; }
 
-"$work/test_kurtosis_cuda" --require-gpu --markdown "$work/test.md"
-test_rc=$?
+rm -f "$work/test.md"
+"$work/test_kurtosis_cuda" --require-gpu --markdown "$work/test.md" 2>&1 | tee "$work/test.log"
+test_rc=${PIPESTATUS[0]}
 
 sanitize() {  # tool -> exit status; output in $work/<tool>.txt
   if [ -z "$SANITIZER" ]; then echo "compute-sanitizer not found" > "$work/$1.txt"; return 127; fi
@@ -40,11 +41,17 @@ verdict() { [ "$1" = 0 ] && echo "passed" || echo "FAILED (exit $1)"; }
   echo "Written by \`tests/cuda/run_gpu_checks.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC')."
   echo
   echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n1)"
-  echo "- nvcc: $("$NVCC" --version | tail -n1)"
+  echo "- nvcc: $("$NVCC" --version | grep -m1 release)"
   echo "- build: \`$NVCC -O2 -std=c++17 -arch=native -lineinfo -Xcompiler -fopenmp -Icsrc tests/cuda/test_kurtosis_cuda.cu\`"
   echo "- test: $(verdict $test_rc); compute-sanitizer memcheck: $(verdict $memcheck_rc); racecheck: $(verdict $racecheck_rc) (both on \`--quick\`)"
   echo
-  cat "$work/test.md"
+  if [ -f "$work/test.md" ]; then
+    cat "$work/test.md"
+  else  # it stopped before writing its report: its last output
+    echo '```'
+    tail -n 40 "$work/test.log"
+    echo '```'
+  fi
   echo
   echo "## compute-sanitizer"
   echo
@@ -58,5 +65,5 @@ verdict() { [ "$1" = 0 ] && echo "passed" || echo "FAILED (exit $1)"; }
   done
 } > "$report"
 echo "run_gpu_checks: wrote $report"
-if [ -n "${OUT:-}" ]; then cp "$report" "$work"/*.txt "$work/test.md" "$OUT"/ 2>/dev/null; fi
+if [ -n "${OUT:-}" ]; then cp "$report" "$work"/*.txt "$work"/test.* "$OUT"/ 2>/dev/null; fi
 [ "$test_rc" = 0 ] && [ "$memcheck_rc" = 0 ] && [ "$racecheck_rc" = 0 ]
