@@ -52,7 +52,25 @@ def visible_gpu_archs():
     return ";".join(sorted(capabilities))
 
 
+def cuda_toolkit_root():
+    """The CUDA toolkit Paddle will compile with (its own CUDA_HOME lookup), or
+    None when that is not a toolkit: `which nvcc` finds a wrapper script's
+    directory, not the toolkit, unless CUDA_HOME is set."""
+    from paddle.utils.cpp_extension.extension_utils import find_cuda_home
+
+    root = find_cuda_home()
+    has_toolkit = root and os.path.exists(os.path.join(root, "include", "cuda_runtime.h"))
+    return root if has_toolkit else None
+
+
 if paddle.is_compiled_with_cuda():
+    if cuda_toolkit_root() is None:
+        raise SystemExit(
+            "Paddle is a CUDA build, so paddle_kure compiles CUDA kernels, but no CUDA toolkit was found "
+            f"(CUDA_HOME={os.environ.get('CUDA_HOME')!r}, nvcc on PATH: {shutil.which('nvcc')!r}).\n"
+            "Install the CUDA toolkit matching Paddle's CUDA version and set CUDA_HOME to its root, e.g.\n"
+            "    export CUDA_HOME=/usr/local/cuda"
+        )
     # Compile for the GPUs present unless the user chose (Paddle reads this variable).
     if not os.environ.get("PADDLE_CUDA_ARCH_LIST") and visible_gpu_archs():
         os.environ["PADDLE_CUDA_ARCH_LIST"] = visible_gpu_archs()
