@@ -23,9 +23,10 @@
 // - float16 and bfloat16 are read as 16-bit values and accumulated in double,
 //   like float32: half the bytes per element do not make a tensor smaller in
 //   count (its power sums would drift in float just as float32's do), and on
-//   data-centre GPUs (FP64 at half the FP32 rate) the 6 double operations per
-//   element stay hidden behind memory. On GPUs with slow FP64 (GeForce, 1/64
-//   rate) the moment pass becomes compute-bound instead.
+//   data-centre GPUs (FP64 at half the FP32 rate) the conversion and 6 double
+//   operations per element should stay behind memory (to be measured: the
+//   float-to-double conversions are the tightest for 16-bit inputs). On GPUs
+//   with slow FP64 (GeForce, 1/64 rate) the moment pass is compute-bound.
 //
 // Stats, the float64 [kStatsSize] buffer the forward pass saves for backward:
 //   [mean, m2, m3, kurtosis, zero_gradient]
