@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.paddle_kure-installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: venv data test demo bench check-cuda clean
+.PHONY: venv data test test-gpu demo bench check-cuda clean
 
 venv: $(STAMP)
 
@@ -25,8 +25,26 @@ data:
 	    (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	  else echo "note: Fashion-MNIST package not installed (needs root apt-get); data falls back to download"; fi; }
 
+# Compiles the CUDA kernels with nvcc without a GPU: against Paddle's headers,
+# and the standalone test program without Paddle, which then checks the moment
+# math on the host (a compile error or a wrong result fails `make test`).
 check-cuda: venv
 	$(PY) tools/check_cuda_sources.py
+
+# The standalone CUDA test (tests/cuda/, no Paddle): built here, run where a
+# GPU is present; without one it says it skipped the run. tests/cuda/run_gpu_checks.sh
+# adds compute-sanitizer and writes docs/results/gpu.md.
+NVCC       ?= nvcc
+CUDA_ARCH  ?= native
+CUDA_TEST  := build/test_kurtosis_cuda
+
+$(CUDA_TEST): tests/cuda/test_kurtosis_cuda.cu csrc/kurtosis_cuda.cuh
+	@mkdir -p build
+	$(NVCC) -O2 -std=c++17 -arch=$(CUDA_ARCH) -Xcompiler -fopenmp -Icsrc $< -o $@
+
+test-gpu:
+	@if ! command -v $(NVCC) >/dev/null; then echo "test-gpu: SKIPPED, nvcc not found: nothing built or run"; \
+	else $(MAKE) --no-print-directory $(CUDA_TEST) && ./$(CUDA_TEST); fi
 
 test: venv data check-cuda
 	$(PY) -m pytest -q tests

@@ -1,144 +1,105 @@
-// paddle_kure custom operators, CUDA kernels (registered in kurtosis_op.cc).
-//
-// Moments: each thread pushes its grid-stride elements into a CentralMoments
-// (double), blocks merge them in shared memory, and one final block merges the
-// per-block partials and writes Stats (kurtosis_moments.h). The
-// gradient kernel reads Stats from device memory, so no host sync is needed.
-// float16/bfloat16 inputs are converted to float and accumulated in double.
+// paddle_kure custom operators, CUDA side (registered in kurtosis_op.cc): Paddle
+// tensors in, the Paddle-free kernels of kurtosis_cuda.cuh on the tensor's stream.
 #include <algorithm>
 
-#include "kurtosis_moments.h"
+#include "kurtosis_cuda.cuh"
 #include "paddle/extension.h"
 
 namespace {
 
-using paddle_kure::CentralMoments;
-using paddle_kure::KurtosisStats;
-
-constexpr int kThreads = 256;
-constexpr int kMaxBlocks = 1024;
-using paddle_kure::kStatsSize;
-
+// Paddle's 16-bit float types hold the same 2 bytes as CUDA's.
 template <typename T>
-__device__ __forceinline__ double to_double(T v) {
-  return static_cast<double>(static_cast<float>(v));
-}
+struct DeviceType {
+  using type = T;
+};
 template <>
-__device__ __forceinline__ double to_double<double>(double v) {
-  return v;
-}
-
-// Tree reduction of one CentralMoments per thread; result in shared[0].
-__device__ void block_merge(CentralMoments* shared) {
-  for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-    if (threadIdx.x < stride) {
-      shared[threadIdx.x] =
-          paddle_kure::moments_merge(shared[threadIdx.x], shared[threadIdx.x + stride]);
-    }
-    __syncthreads();
-  }
-}
+struct DeviceType<paddle::float16> {
+  using type = __half;
+};
+template <>
+struct DeviceType<paddle::bfloat16> {
+  using type = __nv_bfloat16;
+};
+static_assert(sizeof(paddle::float16) == sizeof(__half), "float16 layout");
+static_assert(sizeof(paddle::bfloat16) == sizeof(__nv_bfloat16), "bfloat16 layout");
 
 template <typename T>
-__global__ void partial_moments_kernel(const T* x, int64_t n, CentralMoments* partial) {
-  __shared__ CentralMoments shared[kThreads];
-  CentralMoments acc{};
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    paddle_kure::moments_push(&acc, to_double(x[i]));
-  }
-  shared[threadIdx.x] = acc;
-  __syncthreads();
-  block_merge(shared);
-  if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
+const typename DeviceType<T>::type* device_data(const paddle::Tensor& t) {
+  return reinterpret_cast<const typename DeviceType<T>::type*>(t.data<T>());
 }
-
-// One block: merges the partials, writes Stats and, when out != nullptr, K as T.
 template <typename T>
-__global__ void finalize_moments_kernel(const CentralMoments* partial, int count,
-                                        double* stats, T* out) {
-  __shared__ CentralMoments shared[kThreads];
-  CentralMoments acc{};
-  for (int i = threadIdx.x; i < count; i += blockDim.x) {
-    acc = paddle_kure::moments_merge(acc, partial[i]);
-  }
-  shared[threadIdx.x] = acc;
-  __syncthreads();
-  block_merge(shared);
-  if (threadIdx.x == 0) {
-    const KurtosisStats s = paddle_kure::kurtosis_stats(shared[0]);
-    paddle_kure::store_stats(s, stats);
-    if (out != nullptr) *out = static_cast<T>(s.kurtosis);
-  }
+typename DeviceType<T>::type* device_data(paddle::Tensor* t) {
+  return reinterpret_cast<typename DeviceType<T>::type*>(t->data<T>());
 }
 
-// out[i] = factor * dK/dx_i + l2 * x[i], where factor is grad_out[0] when
-// grad_out is given (kurtosis backward) and 2 coeff (K - target) otherwise.
-template <typename T>
-__global__ void scaled_grad_kernel(const T* x, const double* stats, const T* grad_out,
-                                   double coeff, double target, double l2, int64_t n,
-                                   T* out) {
-  const KurtosisStats s = paddle_kure::load_stats(stats, static_cast<double>(n));
-  const double factor =
-      grad_out != nullptr ? to_double(*grad_out) : 2.0 * coeff * (s.kurtosis - target);
-  const paddle_kure::KurtosisGrad grad(s, factor);
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const double xi = to_double(x[i]);
-    out[i] = static_cast<T>(grad(xi) + l2 * xi);
+// Makes x's GPU the current device while the launchers run (they size their
+// grids and launch on the current device), and restores the previous one.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(const paddle::Tensor& x) {
+    PD_CHECK(cudaGetDevice(&previous_) == cudaSuccess, "cudaGetDevice failed");
+    const int device = x.place().GetDeviceId();
+    if (device != previous_) PD_CHECK(cudaSetDevice(device) == cudaSuccess, "cudaSetDevice failed");
   }
+  ~DeviceGuard() { cudaSetDevice(previous_); }
+
+ private:
+  int previous_ = 0;
+};
+
+void check_launch(cudaError_t err, const char* op) {
+  PD_CHECK(err == cudaSuccess, op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
 }
 
-int blocks_for(int64_t n) {
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kMaxBlocks, (n + kThreads - 1) / kThreads)));
-}
-
-// Computes Stats (and K into out, if given) on x's stream.
-template <typename T>
-void launch_moments(const paddle::Tensor& x, paddle::Tensor* stats, T* out) {
-  const int64_t n = x.numel();
-  const int blocks = blocks_for(n);
-  auto partial = paddle::empty({static_cast<int64_t>(blocks * sizeof(CentralMoments))},
-                               paddle::DataType::UINT8, x.place());
-  auto* partial_ptr = reinterpret_cast<CentralMoments*>(partial.data<uint8_t>());
-  partial_moments_kernel<T><<<blocks, kThreads, 0, x.stream()>>>(x.data<T>(), n, partial_ptr);
-  finalize_moments_kernel<T><<<1, kThreads, 0, x.stream()>>>(partial_ptr, blocks,
-                                                               stats->data<double>(), out);
+// Scratch for the per-block partial moments, from Paddle's allocator.
+paddle::Tensor workspace_for(const paddle::Tensor& x) {
+  const int64_t bytes = static_cast<int64_t>(kure_cuda::workspace_bytes(x.numel()));
+  return paddle::empty({std::max<int64_t>(bytes, 1)}, paddle::DataType::UINT8, x.place());
 }
 
 }  // namespace
 
+// kurtosis_op.cc declares Stats as float64 [5] for its InferShape: kure_cuda::kStatsSize.
+
 std::vector<paddle::Tensor> kurtosis_cuda_forward(const paddle::Tensor& x) {
+  const DeviceGuard on_device(x);
   auto out = paddle::empty({}, x.dtype(), x.place());
-  auto stats = paddle::empty({kStatsSize}, paddle::DataType::FLOAT64, x.place());
+  auto stats = paddle::empty({kure_cuda::kStatsSize}, paddle::DataType::FLOAT64, x.place());
+  auto workspace = workspace_for(x);
   PD_DISPATCH_FLOATING_AND_HALF_TYPES(x.dtype(), "kurtosis_cuda", ([&] {
-    launch_moments<data_t>(x, &stats, out.data<data_t>());
+    check_launch(kure_cuda::kurtosis(device_data<data_t>(x), x.numel(), device_data<data_t>(&out),
+                                     stats.data<double>(), workspace.data<uint8_t>(), x.stream()),
+                 "kurtosis");
   }));
   return {out, stats};
 }
 
 paddle::Tensor kurtosis_cuda_backward(const paddle::Tensor& x, const paddle::Tensor& stats,
                                       const paddle::Tensor& grad_out) {
+  const DeviceGuard on_device(x);
   auto grad_x = paddle::empty(x.shape(), x.dtype(), x.place());
-  const int64_t n = x.numel();
   PD_DISPATCH_FLOATING_AND_HALF_TYPES(x.dtype(), "kurtosis_grad_cuda", ([&] {
-    scaled_grad_kernel<data_t><<<blocks_for(n), kThreads, 0, x.stream()>>>(
-        x.data<data_t>(), stats.data<double>(), grad_out.data<data_t>(), 0.0, 0.0, 0.0, n,
-        grad_x.data<data_t>());
+    check_launch(kure_cuda::kurtosis_grad(device_data<data_t>(x), x.numel(), stats.data<double>(),
+                                          device_data<data_t>(grad_out),
+                                          device_data<data_t>(&grad_x), x.stream()),
+                 "kurtosis_grad");
   }));
   return grad_x;
 }
 
 paddle::Tensor kurtosis_decay_cuda(const paddle::Tensor& x, double coeff, double target,
                                    double l2_coeff) {
+  const DeviceGuard on_device(x);
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
-  auto stats = paddle::empty({kStatsSize}, paddle::DataType::FLOAT64, x.place());
-  const int64_t n = x.numel();
+  auto workspace = workspace_for(x);
   PD_DISPATCH_FLOATING_AND_HALF_TYPES(x.dtype(), "kurtosis_decay_cuda", ([&] {
-    launch_moments<data_t>(x, &stats, static_cast<data_t*>(nullptr));
-    scaled_grad_kernel<data_t><<<blocks_for(n), kThreads, 0, x.stream()>>>(
-        x.data<data_t>(), stats.data<double>(), nullptr, coeff, target, l2_coeff, n,
-        out.data<data_t>());
+    check_launch(kure_cuda::kurtosis_decay(device_data<data_t>(x), x.numel(), coeff, target,
+                                           l2_coeff, device_data<data_t>(&out), nullptr,
+                                           workspace.data<uint8_t>(), x.stream()),
+                 "kurtosis_decay");
   }));
   return out;
 }
+
+// Looked up by paddle_kure.build_info() (ctypes): present only in CUDA builds.
+extern "C" int paddle_kure_cuda_runtime_version() { return CUDART_VERSION; }

@@ -13,16 +13,20 @@ on this core and never imported by it.
 """
 import warnings
 
+from ._environment import build_info, check_paddle
+
 with warnings.catch_warnings():
     # Importing Paddle warns that ccache (a compiler cache for building C++ extensions) is
     # missing; nothing is built here, so the warning only confuses users of the package.
     warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+    # A clear message, before anything imports paddle, when Paddle is missing or too old.
+    check_paddle()
     import paddle  # noqa: F401
 
-from .losses import ActivationKurtosis, Kure, KurtosisLoss
-from .ops import kurtosis, kurtosis_decay_grad, load_library
-from .regularizer import KurtosisDecay
-from .selection import KurePlan, attach_kure, plan_kure
+from .losses import ActivationKurtosis, Kure, KurtosisLoss  # noqa: E402
+from .ops import kurtosis, kurtosis_decay_grad, load_library  # noqa: E402
+from .regularizer import KurtosisDecay  # noqa: E402
+from .selection import KurePlan, attach_kure, plan_kure  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -36,6 +40,7 @@ __all__ = [
     "KurtosisDecay",
     "KurtosisLoss",
     "attach_kure",
+    "build_info",
     "kurtosis",
     "kurtosis_decay_grad",
     "load_library",
