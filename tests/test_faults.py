@@ -177,6 +177,32 @@ def test_resume_after_a_config_change_is_refused_naming_the_keys(reference, tmp_
     assert all(f"{stage}: finished in an earlier run, skipped" in out_text for stage in STAGES)
 
 
+def test_resume_of_a_folder_without_fingerprints_is_refused(reference, tmp_path, capsys):
+    config, out = copy_run(reference, tmp_path)
+    # the files an older paddle-kure wrote: bare stage records, checkpoint states without fingerprint or checksums
+    for record in (out / "stages").glob("*.json"):
+        record.write_text(json.dumps(json.loads(record.read_text())["record"]))
+    for state in (out / "checkpoints").glob("*/state.json"):
+        old = json.loads(state.read_text())
+        state.write_text(json.dumps({"epochs_done": old["epochs_done"], "history": old["history"]}))
+    capsys.readouterr()
+    assert run_here(config, out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"paddle-kure: error: {out / 'checkpoints'}") and err.count("\n") == 1, err
+    assert "cannot resume: it was written without a fingerprint of its config (an older paddle-kure)" in err
+
+
+def test_a_run_without_resume_removes_the_earlier_stages(reference, tmp_path):
+    from paddle_kure.apps.runguard import clear_earlier_run
+
+    _, out = copy_run(reference, tmp_path)
+    removed = clear_earlier_run(str(out))
+    assert removed == sorted(str(out / "stages" / f"{stage}.json") for stage in STAGES) + [str(out / "checkpoints")]
+    assert not list((out / "stages").iterdir()) and not (out / "checkpoints").exists()
+    assert (out / "results.json").exists() and (out / "fp32.pdparams").exists()  # overwritten by the new run
+    assert clear_earlier_run(str(out)) == []
+
+
 def wait_for_lock(out, pid, process):
     lock = out / ".lock"
     for _ in range(600):
