@@ -177,6 +177,14 @@ def test_report_on_inference_model(saved_models, tmp_path, form):
         check_report_files(out, {n: a for n, a in arrays.items() if a.ndim >= 2}, heavy)
 
 
+def test_a_single_weight_tensor_is_summarized(tmp_path, capsys):
+    weight = np.random.default_rng(0).normal(size=(6, 5)).astype("float32")
+    paddle.save({"only.weight": paddle.to_tensor(weight), "only.bias": paddle.zeros([5])}, str(tmp_path / "one.pdparams"))
+    assert cli_main(["analyze", str(tmp_path / "one.pdparams"), "--output", str(tmp_path / "o")]) == 0
+    md = (tmp_path / "o" / "kurtosis.md").read_text()
+    assert "needs 2 or more tensors" in md and f"{stats.kurtosis(weight.ravel(), fisher=False):.4g}" in md
+
+
 def test_report_options_and_layer(tmp_path):
     model = TinyNet()
     report = KurtosisReport.from_model(model, all_tensors=True)
