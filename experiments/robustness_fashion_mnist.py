@@ -37,6 +37,7 @@ from paddle_kure.apps.run import RunPipeline, choose_kure_weights
 from paddle_kure.apps.run_config import config_from_dict
 from paddle_kure.quant import KureConfig, apply_kure
 from paddle_kure.robustness import SweepConfig
+from paddle_kure.runio import atomic_save
 from paddle_kure.train import evaluate
 
 # model label -> (stage name, state dict path relative to the work dir)
@@ -60,7 +61,7 @@ def train_models(args) -> tuple:
     }, source="robustness_fashion_mnist.py")
     run = RunPipeline(config, args.work_dir, resume=True, progress=False)
     records = {"fp32": run.stage("fp32", run.fp32)}
-    kure_weights = choose_kure_weights(run.new_model(run.fp32_weights), config.Kurtosis)
+    kure_weights = choose_kure_weights(run.new_model(run.fp32_weights), config.Kurtosis, config.source)
     run.log(f"KURE regularizes {kure_weights}")
 
     def fp32_kure():
@@ -68,7 +69,7 @@ def train_models(args) -> tuple:
         model = run.new_model()
         apply_kure(model, KureConfig(coeff=k.coeff, target=k.target, l2_coeff=t.weight_decay, params=kure_weights))
         history = run.train(model, "fp32_kure", t.epochs, t.learning_rate)
-        paddle.save(model.state_dict(), os.path.join(args.work_dir, MODELS["FP32+KURE"][1]))
+        atomic_save(model.state_dict(), os.path.join(args.work_dir, MODELS["FP32+KURE"][1]))  # never torn
         return {"method": "fp32_kure", "precision": "FP32", "history": history, "kure_weights": kure_weights,
                 "val_acc": evaluate(model, run.data.val_images, run.data.val_labels),
                 "test_acc": evaluate(model, run.data.test_images, run.data.test_labels)}

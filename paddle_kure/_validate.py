@@ -19,6 +19,11 @@ from typing import Mapping
 
 import numpy as np
 
+# the largest finite float32: Paddle computes in float32, where a larger value becomes inf
+FLOAT32_MAX = 3.4028234663852886e38
+# numpy's and Paddle's seeds are 32-bit
+SEED_MAX = 2 ** 32 - 1
+
 
 def is_number(value) -> bool:
     """True for a real number (int, float or numpy scalar), False for a bool."""
@@ -30,13 +35,17 @@ def is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def _bound(value) -> str:
+    return str(int(value)) if is_int(value) else f"{value:g}"  # a 32-bit seed bound in full, not 4.29497e+09
+
+
 def _interval(low, high, low_open, high_open) -> str:
     if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"in {'(' if low_open else '['}{_bound(low)}, {_bound(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
+        return f"{'>' if low_open else '>='} {_bound(low)}"
     if high is not None:
-        return f"{'<' if high_open else '<='} {high:g}"
+        return f"{'<' if high_open else '<='} {_bound(high)}"
     return ""
 
 

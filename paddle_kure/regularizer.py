@@ -6,7 +6,7 @@ from paddle import pir
 from paddle.base import framework
 from paddle.regularizer import L2Decay, WeightDecayRegularizer
 
-from ._validate import check_int, check_number
+from ._validate import FLOAT32_MAX, check_int, check_number
 from .ops import kurtosis_decay_grad
 
 __all__ = ["KurtosisDecay"]
@@ -54,6 +54,7 @@ class KurtosisDecay(WeightDecayRegularizer):
         coeff (float): weight of the kurtosis term, >= 0.
         target (float, optional): target kurtosis, > 1 (1.8 uniform, 3 normal). Default 1.8.
         l2_coeff (float, optional): L2 decay applied together, >= 0. Default 0.0.
+            The three are numbers (numpy scalars too) within float32's range.
         min_ndim (int, optional): the kurtosis term applies to parameters of at
             least this many dimensions, >= 1. Default 2.
 
@@ -73,10 +74,11 @@ class KurtosisDecay(WeightDecayRegularizer):
 
     def __init__(self, coeff: float = 0.0, target: float = 1.8, l2_coeff: float = 0.0, min_ndim: int = 2) -> None:
         super().__init__()
-        self._coeff = check_number("KurtosisDecay", "coeff", coeff, low=0.0)
+        # the operator computes in float32: a larger value would become inf
+        self._coeff = check_number("KurtosisDecay", "coeff", coeff, low=0.0, high=FLOAT32_MAX)
         # every distribution has K >= 1
-        self._target = check_number("KurtosisDecay", "target", target, low=1.0, low_open=True)
-        self._l2_coeff = check_number("KurtosisDecay", "l2_coeff", l2_coeff, low=0.0)
+        self._target = check_number("KurtosisDecay", "target", target, low=1.0, low_open=True, high=FLOAT32_MAX)
+        self._l2_coeff = check_number("KurtosisDecay", "l2_coeff", l2_coeff, low=0.0, high=FLOAT32_MAX)
         self._min_ndim = check_int("KurtosisDecay", "min_ndim", min_ndim, low=1)
 
     @property

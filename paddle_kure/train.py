@@ -6,19 +6,20 @@ resume, and data parallelism (``paddle.DataParallel`` under
 ``python -m paddle.distributed.launch``)."""
 from __future__ import annotations
 
-import json
+import math
 import os
+import sys
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from .errors import DivergenceError
 from .losses import ActivationKurtosis
+from .runio import load_checkpoint, save_checkpoint, set_state_strictly
 
 __all__ = ["ActivationKurtosis", "batch_order", "evaluate", "fit", "make_optimizer", "accuracy"]
-
-CHECKPOINT_STATE = "state.json"
 
 
 def batch_order(num_examples: int, batch_size: int, seed: int, epoch: int) -> list:
@@ -63,28 +64,29 @@ def _rename_state(state, names):
     return renamed
 
 
-def _save_checkpoint(directory, epoch, history, model, optimizer, stateful):
-    os.makedirs(directory, exist_ok=True)
-    paddle.save(model.state_dict(), os.path.join(directory, "model.pdparams"))
-    paddle.save(_rename_state(optimizer.state_dict(), _parameter_names(model)), os.path.join(directory, "optimizer.pdopt"))
-    for i, obj in enumerate(stateful):
-        paddle.save(obj.state_dict(), os.path.join(directory, f"extra{i}.pdstate"))
-    # written last: a checkpoint counts only once its state file says so
-    tmp = os.path.join(directory, CHECKPOINT_STATE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"epochs_done": epoch + 1, "history": history}, f)
-    os.replace(tmp, os.path.join(directory, CHECKPOINT_STATE))
+def _save_checkpoint(directory, epoch, history, model, optimizer, stateful, fingerprint):
+    objects = {"model.pdparams": model.state_dict(),
+               "optimizer.pdopt": _rename_state(optimizer.state_dict(), _parameter_names(model))}
+    objects.update({f"extra{i}.pdstate": obj.state_dict() for i, obj in enumerate(stateful)})
+    save_checkpoint(directory, {"epochs_done": epoch + 1, "history": history, "fingerprint": fingerprint}, objects)
 
 
-def _load_checkpoint(directory, model, optimizer, stateful):
-    with open(os.path.join(directory, CHECKPOINT_STATE)) as f:
-        state = json.load(f)
-    model.set_state_dict(paddle.load(os.path.join(directory, "model.pdparams")))
-    to_generated = {structured: generated for generated, structured in _parameter_names(model).items()}
-    optimizer.set_state_dict(_rename_state(paddle.load(os.path.join(directory, "optimizer.pdopt")), to_generated))
-    for i, obj in enumerate(stateful):
-        obj.set_state_dict(paddle.load(os.path.join(directory, f"extra{i}.pdstate")))
-    return state["epochs_done"], state["history"]
+def _load_checkpoint(directory, model, optimizer, stateful, fingerprint):
+    """``(epochs_done, history)`` of the newest good checkpoint, ``(0, [])`` without one;
+    a damaged checkpoint is reported and the one before it (or the start) used."""
+    def restore(objects):
+        set_state_strictly(model, objects["model.pdparams"], os.path.join(directory, "model.pdparams"))
+        to_generated = {structured: generated for generated, structured in _parameter_names(model).items()}
+        optimizer.set_state_dict(_rename_state(objects["optimizer.pdopt"], to_generated))
+        for i, obj in enumerate(stateful):
+            obj.set_state_dict(objects[f"extra{i}.pdstate"])
+
+    state, problems = load_checkpoint(directory, restore, fingerprint)
+    for problem in problems:
+        print(f"paddle-kure: warning: {problem}; "
+              f"{'using the checkpoint of epoch %d' % state['epochs_done'] if state else 'training from the start'}",
+              file=sys.stderr, flush=True)
+    return (state["epochs_done"], state["history"]) if state else (0, [])
 
 
 def _forward(model, inputs):
@@ -103,7 +105,7 @@ def fit(model: paddle.nn.Layer, optimizer, images: Optional[np.ndarray], labels:
         epoch_begin_callbacks: Sequence[Callable[[int], None]] = (),
         validate: Optional[Callable[[paddle.nn.Layer], float]] = None,
         select_best: Union[bool, Callable[[int], bool]] = False,
-        log: Optional[Callable[[dict], None]] = None) -> list:
+        log: Optional[Callable[[dict], None]] = None, fingerprint: Optional[dict] = None) -> list:
     """Trains ``model`` with softmax cross-entropy; returns one ``{"epoch", "loss"}`` per
     epoch (with ``"val_acc"`` under ``validate``, ``"selected"`` under ``select_best``).
 
@@ -129,9 +131,11 @@ def fit(model: paddle.nn.Layer, optimizer, images: Optional[np.ndarray], labels:
             masks, per-step records).
         epoch_callbacks: ``fn(epoch)`` after every epoch, before validation and the checkpoint.
         stateful: objects with ``state_dict``/``set_state_dict`` saved in checkpoints (a pruner).
-        checkpoint_dir (str): save model, optimizer and ``stateful`` after every epoch.
-        resume (bool): continue from ``checkpoint_dir`` if it holds a checkpoint.
+        checkpoint_dir (str): save model, optimizer and ``stateful`` after every epoch
+            (see :func:`paddle_kure.runio.save_checkpoint`).
+        resume (bool): continue from the newest good checkpoint in ``checkpoint_dir``.
         progress (bool): a tqdm bar per epoch (rank 0 only).
+        desc (str): names the training in the progress bar and in a DivergenceError.
         batches (callable): ``fn(epoch)`` -> iterable of ``(inputs, labels)`` (numpy
             arrays or tensors; ``inputs`` may be a dict of keyword arguments of the
             model), instead of the default batches.
@@ -142,6 +146,12 @@ def fit(model: paddle.nn.Layer, optimizer, images: Optional[np.ndarray], labels:
             with the best ``val_acc`` (the first of equals), among all epochs or those
             where ``select_best(epoch)`` is true.
         log (callable): ``fn(record)`` with each epoch's history record.
+        fingerprint (dict): what the training depends on, stored in checkpoints; resuming
+            a checkpoint with another fingerprint raises a UserError naming the keys.
+
+    Raises:
+        DivergenceError: a loss was NaN or infinite (before that step's update), or
+            a weight after an update.
 
     Examples:
         .. code-block:: python
@@ -166,8 +176,9 @@ def fit(model: paddle.nn.Layer, optimizer, images: Optional[np.ndarray], labels:
     selectable = select_best if callable(select_best) else (lambda epoch: True)
     inner = model._layers if isinstance(model, paddle.DataParallel) else model
     start_epoch, history, best = 0, [], None
-    if resume and checkpoint_dir and os.path.isfile(os.path.join(checkpoint_dir, CHECKPOINT_STATE)):
-        start_epoch, history = _load_checkpoint(checkpoint_dir, inner, optimizer, stateful)
+    if resume and checkpoint_dir:
+        start_epoch, history = _load_checkpoint(checkpoint_dir, inner, optimizer, stateful, fingerprint)
+    named_parameters = list(inner.named_parameters())
     step = start_epoch * (len(labels) // batch_size) if batches is None else 0
     for epoch in range(start_epoch, epochs):
         for callback in epoch_begin_callbacks:
@@ -188,10 +199,16 @@ def fit(model: paddle.nn.Layer, optimizer, images: Optional[np.ndarray], labels:
             loss = F.cross_entropy(_forward(model, inputs), paddle.to_tensor(targets))
             if extra_loss is not None:
                 loss = loss + extra_loss()
+            value = float(loss)
+            # stop before the update spreads NaN into the weights (with several processes, after the
+            # update instead: a process stopping alone would leave the others waiting for its gradients)
+            if world_size == 1 and not math.isfinite(value):
+                raise DivergenceError(desc, epoch + 1, step + 1, f"the loss ({value})")
             loss.backward()
             optimizer.step()
             optimizer.clear_grad()
-            step, loss = step + 1, float(loss)
+            step, loss = step + 1, value
+            _check_weights(named_parameters, desc, epoch, step)
             for callback in step_callbacks:
                 callback(step, loss)
             total, count = total + loss, count + 1
@@ -209,13 +226,23 @@ def fit(model: paddle.nn.Layer, optimizer, images: Optional[np.ndarray], labels:
         if log is not None:
             log(record)
         if checkpoint_dir and rank == 0:
-            _save_checkpoint(checkpoint_dir, epoch, history, inner, optimizer, stateful)
+            _save_checkpoint(checkpoint_dir, epoch, history, inner, optimizer, stateful, fingerprint)
     if select_best:
         if best is None:
             raise ValueError("fit: select_best found no selectable epoch")
         best[0]["selected"] = True
         inner.set_state_dict(best[1])
     return history
+
+
+def _check_weights(named_parameters, desc, epoch, step):
+    """A NaN weight can leave the loss finite (ReLU maps NaN to 0): raises a
+    DivergenceError naming the first weight that is not finite."""
+    finite = paddle.stack([paddle.isfinite(p).all() for _, p in named_parameters])
+    if not bool(finite.all()):
+        bad = [name for (name, _), ok in zip(named_parameters, finite.numpy()) if not ok]
+        raise DivergenceError(desc, epoch + 1, step, f"the weight {bad[0]}" + (
+            f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
 
 
 def _check_training_data(images, labels, batch_size, world_size):

@@ -142,18 +142,25 @@ def test_bad_model_files(tmp_path):
         load_model(wide)
 
 
-@pytest.mark.parametrize("extra, error, text", [
-    (["--bits", "1"], ValueError, r"SweepConfig.bits must be an int in \[2, 16\], got 1"),
-    (["--scale-methods", "percentile"], ValueError, "scale_methods"),
-    (["--ratios", "0"], ValueError, "SweepConfig.factors must be a finite number > 0, got 0.0"),
-    (["--seeds", "0"], ValueError, "seeds"),
-    (["--calib-size", "500"], ValueError, "calib_size must be in"),
+@pytest.mark.parametrize("extra, text", [
+    (["--bits", "1"], "SweepConfig.bits must be an int in [2, 16], got 1"),
+    (["--bits", "33"], "SweepConfig.bits must be an int in [2, 16], got 33"),
+    (["--scale-methods", "percentile"], "scale_methods"),
+    (["--ratios", "0"], "SweepConfig.factors must be a finite number > 0, got 0.0"),
+    (["--seeds", "0"], "--seeds: must be an int >= 1, got 0"),
+    (["--calib-size", "500"], "--calib-size: must be an int in [1, 300], got 500"),
+    (["--batch-size", "0"], "--batch-size: must be an int >= 1, got 0"),
+    (["--test-size", "20000"], "--test-size: must be an int in [0, 10000], got 20000"),
 ])
-def test_bad_arguments(trained, tmp_path, extra, error, text):
+def test_bad_arguments_are_one_line_errors_before_any_work(trained, tmp_path, capsys, extra, text):
     path, _ = trained
-    with pytest.raises(error, match=text):
-        cli_main(["robustness", path, "--val-size", "300", "--test-size", "50", "--noise-stds",
-                  "--output", str(tmp_path / "r"), "--no-progress", "--bits", "4", "--ratios", "1.0", *extra])
+    rc = cli_main(["robustness", path, "--val-size", "300", "--test-size", "50", "--noise-stds",
+                   "--calib-size", "100", "--output", str(tmp_path / "r"), "--no-progress", "--bits", "4",
+                   "--ratios", "1.0", *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("paddle-kure: error: ") and text in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not list(tmp_path.glob("r.*"))  # nothing written
 
 
 def test_unknown_granularity_is_an_argparse_error(capsys):

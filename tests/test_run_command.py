@@ -89,11 +89,14 @@ def test_resume_skips_finished_stages_and_finishes_an_interrupted_one(finished_r
     assert "qat_kure_w8a8: finished in an earlier run" not in log
 
 
-def test_bad_config_file_is_named(tmp_path):
+def test_bad_config_file_is_one_line_naming_file_and_key(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("TrainConfig: {epochs: 0}\n")
-    with pytest.raises(ValueError, match="bad.yaml: TrainConfig.epochs"):
-        cli_main(["run", str(bad)])
+    assert cli_main(["run", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"paddle-kure: error: {bad}: TrainConfig.epochs must be an int >= 1, got 0\n"
+    with pytest.raises(ValueError, match="bad.yaml: TrainConfig.epochs"):  # --debug: the exception itself
+        cli_main(["--debug", "run", str(bad)])
 
 
 def _twelve_linears():
@@ -125,5 +128,7 @@ def test_kure_weight_choice_include_exclude_layer_types_and_automatic_exclusion(
     assert choose_kure_weights(model, KurtosisConfig(exclude=(), layer_types=("Linear",))) == weights
     with pytest.raises(ValueError, match="chose no weight"):
         choose_kure_weights(model, KurtosisConfig(exclude=(), layer_types=("Conv2D",)))
-    with pytest.raises(ValueError, match="chose no weight"):
+    with pytest.raises(ValueError, match=r"<config>: Kurtosis: include \[\], exclude \['\*'\], layer_types \[\], "
+                                         r"min_size 0 and auto_exclude False chose no weight \(FP32 kurtosis: "
+                                         r"layer0.weight \d"):
         choose_kure_weights(model, KurtosisConfig(exclude=("*",)))

@@ -29,6 +29,7 @@ from .._validate import check_int
 from ..io import load_named_arrays
 from ..outliers import (NORMAL_KURTOSIS, UNIFORM_KURTOSIS, TensorKurtosis, _log_mad_threshold, outliers_log_mad,
                         outliers_mean_std, tensor_kurtosis)
+from ..runio import atomic_write
 
 __all__ = ["KurtosisReport"]
 
@@ -116,7 +117,8 @@ class KurtosisReport:
         threshold = _log_mad_threshold(values, self.mad_k, self.mad_min_ratio)
         for label, key in (
                 (f"The robust log-MAD rule (log10 K > median + {self.mad_k:g} MAD and K > "
-                 f"{self.mad_min_ratio:g} x median, i.e. K > {threshold:.3g})",
+                 f"{self.mad_min_ratio:g} x median, "
+                 + ("needs 2 or more tensors)" if threshold is None else f"i.e. K > {threshold:.3g})"),
                  "outlier_log_mad"),
                 (f"The mean+-std rule of Paddle issue #28522 (K outside {mean:.3g} +- {self.num_std:g} * {std:.3g})",
                  "outlier_mean_std")):
@@ -148,7 +150,7 @@ class KurtosisReport:
         return "\n".join(lines) + "\n"
 
     def write_csv(self, path):
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with atomic_write(path, newline="") as f:
             writer = csv.writer(f)
             writer.writerow(CSV_COLUMNS)
             for row in self.rows:
@@ -261,8 +263,9 @@ class KurtosisReport:
         self.plot_bars(bars)
         pages = self.plot_histograms(os.path.join(output_dir, "histograms"), max_histograms) if max_histograms else []
         self.write_csv(csv_path)
-        with open(md, "w", encoding="utf-8") as f:
-            f.write(f"# Weight kurtosis: {self.source}\n\n{self.summary()}\n\n"
+        summary = self.summary()  # before the file opens: a failure must not leave it empty
+        with atomic_write(md) as f:
+            f.write(f"# Weight kurtosis: {self.source}\n\n{summary}\n\n"
                     f"Kurtosis K = m4 / m2^2 over all elements of each tensor (population moments, float64, "
                     f"`paddle_kure.kurtosis`). Flags: *mean+-std* = outside mean +- {self.num_std:g} std of the "
                     f"tensors' K (Paddle issue #28522); *log-MAD* = log10 K > median + {self.mad_k:g} MAD of log10 K "

@@ -25,6 +25,7 @@ import json
 import os
 
 from ..io import INFERENCE_SUFFIXES
+from ..runio import atomic_write
 
 SCALE_METHOD_TITLES = {"abs_max": "abs-max", "mse": "MSE", "accuracy": "accuracy"}
 
@@ -37,7 +38,7 @@ def load_model(path: str):
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: an inference model, or a file that is not a SmallCNN state dict.
+        ValueError: an inference model, a folder, or a file that is not a SmallCNN state dict.
     """
     import paddle
 
@@ -46,6 +47,9 @@ def load_model(path: str):
     if path.endswith(INFERENCE_SUFFIXES):
         raise ValueError(f"{path} is an inference model (paddle.jit.save); the robustness sweep needs the "
                          f"trainable layers: pass the .pdparams state dict (paddle-kure run writes "
+                         f"OUTPUT/fp32.pdparams and OUTPUT/checkpoints/<stage>/model.pdparams)")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder; pass the .pdparams state dict in it (paddle-kure run writes "
                          f"OUTPUT/fp32.pdparams and OUTPUT/checkpoints/<stage>/model.pdparams)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path} (paddle-kure run writes OUTPUT/fp32.pdparams "
@@ -238,7 +242,8 @@ def plot(results, path: str, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.7 / height))
-    fig.savefig(path, dpi=110)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -248,9 +253,9 @@ def write_outputs(results, setup: dict, prefix: str, title: str, extra_markdown:
     directory = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(directory, exist_ok=True)
     paths = [prefix + ext for ext in (".md", ".json", ".csv", ".png")]
-    with open(paths[1], "w") as f:
+    with atomic_write(paths[1]) as f:
         json.dump({"setup": setup, "models": results}, f, indent=1)
-    with open(paths[2], "w", newline="") as f:
+    with atomic_write(paths[2], newline="") as f:
         writer = None
         for label, result in results.items():
             for record in result["records"]:
@@ -258,7 +263,7 @@ def write_outputs(results, setup: dict, prefix: str, title: str, extra_markdown:
                     writer = csv.DictWriter(f, ["model", *record])
                     writer.writeheader()
                 writer.writerow({"model": label, **record})
-    with open(paths[0], "w") as f:
+    with atomic_write(paths[0]) as f:
         f.write(f"# {title}\n\n{extra_markdown}"
                 "## Unperturbed scale choices: test accuracy (%), gain over abs-max in points\n\n"
                 + scale_table(results) +

@@ -1,8 +1,12 @@
 """The ``paddle-kure run`` pipeline: FP32 vs PTQ, QAT, QAT+KURE and QAT+KURE+PACT on Fashion-MNIST.
 
 Every quantized model is exported and its accuracy measured with ``paddle.inference``.
-Each finished stage is recorded under ``OUTPUT/stages/``; with ``--resume`` finished
-stages are skipped and an interrupted one continues from its last epoch checkpoint.
+Each finished stage is recorded under ``OUTPUT/stages/`` with a fingerprint of the
+config keys it depends on and the checksums of its files; with ``--resume`` finished
+stages are skipped and an interrupted one continues from its last good epoch
+checkpoint, and a changed config is refused, naming the keys. One run at a time
+writes into a folder (``OUTPUT/.lock``). A stage whose loss or weights become NaN or
+infinite is recorded as diverged (:func:`run_from_config` reports it).
 """
 from __future__ import annotations
 
@@ -25,17 +29,20 @@ def precision_name(weight_bits: int, activation_bits: int) -> str:
     return f"W{weight_bits}A{activation_bits}"
 
 
-def choose_kure_weights(model, config) -> list:
+def choose_kure_weights(model, config, source: str = "<config>") -> list:
     """Names of the weights KURE regularizes: the ``Kurtosis`` section's selection
     (:meth:`paddle_kure.apps.run_config.KurtosisConfig.selection`, see
-    :func:`paddle_kure.plan_kure`) on ``model``, the trained FP32 model."""
+    :func:`paddle_kure.plan_kure`) on ``model``, the trained FP32 model. No weight
+    chosen is a ConfigError naming ``source`` (the config file)."""
     from paddle_kure import plan_kure
+    from paddle_kure.apps.run_config import ConfigError
 
     plan = plan_kure(model, **config.selection())
-    if not plan.chosen:
-        raise ValueError(f"Kurtosis: include {list(config.include)} / exclude {list(config.exclude)} / layer_types "
-                         f"{list(config.layer_types)} chose no weight:"
-                         f"\n{plan}")
+    if not plan.chosen:  # the patterns as the config wrote them, not as regular expressions
+        measured = ", ".join(f"{row.name} {row.kurtosis:.4g}" for row in plan.rows if len(row.shape) >= 2)
+        raise ConfigError(f"{source}: Kurtosis: include {list(config.include)}, exclude {list(config.exclude)}, "
+                          f"layer_types {list(config.layer_types)}, min_size {config.min_size} and auto_exclude "
+                          f"{config.auto_exclude!r} chose no weight (FP32 kurtosis: {measured})")
     return plan.chosen
 
 
@@ -74,20 +81,30 @@ class RunPipeline:
         return os.path.join(self.output_dir, "stages", name + ".json")
 
     def stage(self, name, work):
-        """Runs ``work() -> dict`` unless ``--resume`` finds the stage recorded."""
+        """Runs ``work() -> dict`` unless ``--resume`` finds the stage recorded; a
+        divergence gives the record ``{"status": "diverged", "stage", "epoch", "step", "cause"}``."""
         import paddle
 
-        path = self._stage_file(name)
-        if self.resume and os.path.isfile(path):
-            with open(path) as f:
-                record = json.load(f)
-            self.log(f"{name}: finished in an earlier run, skipped")
-            return record
+        from paddle_kure.apps.runguard import stage_files, stage_fingerprint
+        from paddle_kure.errors import DivergenceError
+        from paddle_kure.runio import read_record, write_record
+
+        path, fingerprint = self._stage_file(name), stage_fingerprint(self.config, name)
+        if self.resume:
+            record, problem = read_record(path, fingerprint)
+            if problem:
+                self.log(f"{name}: {problem}; the stage runs again")
+            if record is not None:
+                self.log(f"{name}: finished in an earlier run, skipped")
+                return record
         start = time.time()
-        record = dict(work(), stage=name, seconds=round(time.time() - start, 1))
+        try:
+            record = dict(work(), stage=name, seconds=round(time.time() - start, 1))
+        except DivergenceError as err:
+            self.log(str(err))
+            return err.record()
         if self.rank == 0:
-            with open(path, "w") as f:
-                json.dump(record, f, indent=1)
+            write_record(path, record, fingerprint, stage_files(self.output_dir, name, record))
         if self.world_size > 1:
             paddle.distributed.barrier()
         self.log(f"{name}: " + ", ".join(f"{k}={v}" for k, v in record.items()
@@ -98,16 +115,18 @@ class RunPipeline:
         import paddle
 
         from paddle_kure.models import SmallCNN
+        from paddle_kure.runio import set_state_strictly
 
         paddle.seed(self.config.Global.seed)
         model = SmallCNN()
         if fp32_weights is not None:
-            model.set_state_dict(paddle.load(fp32_weights))
+            set_state_strictly(model, paddle.load(fp32_weights), fp32_weights)
         return model
 
     def train(self, model, name, epochs, learning_rate, extra_loss=None, pruner=None):
         import paddle
 
+        from paddle_kure.apps.runguard import stage_fingerprint
         from paddle_kure.train import fit, make_optimizer
 
         t = self.config.TrainConfig
@@ -119,7 +138,7 @@ class RunPipeline:
                    epoch_callbacks=[lambda epoch: pruner.end_epoch()] if pruner else (),
                    stateful=[pruner] if pruner else (),
                    checkpoint_dir=os.path.join(self.output_dir, "checkpoints", name), resume=self.resume,
-                   progress=self.progress, desc=name)
+                   progress=self.progress, desc=name, fingerprint=stage_fingerprint(self.config, name))
 
     def exported_accuracy(self, path):
         from paddle_kure.quant import InferenceModel
@@ -148,13 +167,13 @@ class RunPipeline:
         return record
 
     def fp32(self):
-        import paddle
+        from paddle_kure.runio import atomic_save
 
         t = self.config.TrainConfig
         model = self.new_model()
         history = self.train(model, "fp32", t.epochs, t.learning_rate)
         if self.rank == 0:
-            paddle.save(model.state_dict(), self.fp32_weights)
+            atomic_save(model.state_dict(), self.fp32_weights)
         return self.export_fp32(model, {"method": "fp32", "precision": "FP32", "history": history})
 
     def fp32_more(self):
@@ -222,8 +241,11 @@ class RunPipeline:
 
     def run(self):
         fp32 = self.stage("fp32", self.fp32)
+        if fp32.get("status") == "diverged":
+            return [fp32]  # every other stage starts from the FP32 weights
         # every rank reads the weights rank 0 saved before the stage's barrier
-        kure_weights = choose_kure_weights(self.new_model(self.fp32_weights), self.config.Kurtosis)
+        kure_weights = choose_kure_weights(self.new_model(self.fp32_weights), self.config.Kurtosis,
+                                           self.config.source)
         self.log(f"KURE regularizes {kure_weights}")
         records = [fp32, self.stage("fp32_more", self.fp32_more)]
         for weight_bits, activation_bits in self.config.precisions():
@@ -260,15 +282,23 @@ def write_outputs(records, config, output_dir):
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from paddle_kure.runio import atomic_write
+
     precisions = [precision_name(w, a) for w, a in config.precisions()]
-    with open(os.path.join(output_dir, "results.json"), "w") as f:
+    with atomic_write(os.path.join(output_dir, "results.json")) as f:
         json.dump({"config": config.to_dict(), "results": records}, f, indent=1)
+    diverged = [f"- {r['stage']}: diverged at epoch {r['epoch']}, step {r['step']} ({r['cause']} is not finite)\n"
+                for r in records if r.get("status") == "diverged"]
+    records = [r for r in records if r.get("status") != "diverged"]
     table = results_table(records, precisions)
     pruned = [f"\n## Sparsity of {r['stage']} (Prune)\n\n{r['sparsity_table']}\n"
               for r in records if "sparsity_table" in r]
-    with open(os.path.join(output_dir, "results.md"), "w") as f:
+    with atomic_write(os.path.join(output_dir, "results.md")) as f:
         f.write("# paddle-kure run: Fashion-MNIST, exported models in paddle.inference\n\n"
-                "Top-1 accuracy in %: test split (validation split in parentheses).\n\n" + table + "".join(pruned))
+                "Top-1 accuracy in %: test split (validation split in parentheses).\n\n" + table + "".join(pruned)
+                + ("\n## Diverged (no result)\n\n" + "".join(diverged) if diverged else ""))
+    if not {"fp32", "fp32_more"} <= {r["method"] for r in records}:
+        return table  # the figures compare against both FP32 references
 
     methods = [m for m in dict.fromkeys(r["method"] for r in records) if not m.startswith("fp32")]
     by_key = {(r["method"], r["precision"]): r for r in records}
@@ -287,7 +317,8 @@ def write_outputs(records, config, output_dir):
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, not over them
     ax.set_title("Exported models in paddle.inference")
     fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "accuracy.png"), dpi=120)
+    with atomic_write(os.path.join(output_dir, "accuracy.png"), "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -303,40 +334,75 @@ def write_outputs(records, config, output_dir):
     ax.set_ylabel("weight kurtosis")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(output_dir, "kurtosis.png"), dpi=120)
+    with atomic_write(os.path.join(output_dir, "kurtosis.png"), "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return table
 
 
-def run_from_config(path=None, output_dir=None, resume=False, progress=True) -> str:
+def run_from_config(path=None, output_dir=None, resume=False, progress=True):
     """Runs the whole pipeline of the YAML config at ``path`` (default: the packaged
     one) into ``output_dir`` (default: its ``Global.output_dir``) and writes the
-    outputs; returns the results table (markdown) on rank 0, None on other ranks."""
+    outputs. Returns ``(table, diverged)``: the results table (markdown; None on
+    ranks other than 0) and the names of the stages that diverged.
+
+    The config is checked against the model before anything runs; the folder is
+    locked for the run; without ``resume`` the stage records and checkpoints of an
+    earlier run are removed (and logged), with it a changed config is refused.
+    Raises :class:`paddle_kure.errors.UserError` (a ConfigError, a locked folder, an
+    unreadable data set) naming the file and the key.
+    """
     import random
 
     import numpy as np
     import paddle
 
     from paddle_kure.apps.run_config import default_config_path, load_config
+    from paddle_kure.apps.runguard import check_config_against_model, check_resumable, clear_earlier_run
+    from paddle_kure.errors import UserError
+    from paddle_kure.models import SmallCNN
+    from paddle_kure.runio import OutputLock, atomic_write
 
     path = path or default_config_path()
     config = load_config(path)
+    check_config_against_model(config, SmallCNN())
     output_dir = output_dir or config.Global.output_dir
-    os.makedirs(output_dir, exist_ok=True)
-    seed = config.Global.seed
-    random.seed(seed)
-    np.random.seed(seed)
-    paddle.seed(seed)
-    start = time.time()
-    run = RunPipeline(config, output_dir, resume, progress=progress)
-    if run.rank == 0:
-        with open(os.path.join(output_dir, "config_used.yaml"), "w") as f:
-            f.write(f"# from {os.path.abspath(path)}\n{config}")
-    run.log(f"config: {os.path.abspath(path)} (copy in config_used.yaml)")
-    records = run.run()
-    if run.rank != 0:
-        return None
-    table = write_outputs(records, config, output_dir)
-    run.log(f"done in {time.time() - start:.0f} s; results in {output_dir}/results.md, results.json, "
-            f"accuracy.png, kurtosis.png")
-    return table
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UserError(f"{output_dir}: the output folder is a file")
+    rank = paddle.distributed.get_rank()
+    lock = OutputLock(output_dir).acquire() if rank == 0 else None  # the other ranks belong to this run
+    try:
+        if lock is not None and lock.took_over_from is not None:
+            print(f"paddle-kure: {output_dir}: took over the lock of PID {lock.took_over_from}, which is no longer "
+                  f"running", flush=True)
+        if rank == 0 and resume:
+            check_resumable(output_dir, config)  # before config_used.yaml or anything else is written
+        if rank == 0 and not resume:
+            for removed in clear_earlier_run(output_dir):
+                print(f"paddle-kure: not resuming: removed {removed} of an earlier run", flush=True)
+        seed = config.Global.seed
+        random.seed(seed)
+        np.random.seed(seed)
+        paddle.seed(seed)
+        start = time.time()
+        try:
+            run = RunPipeline(config, output_dir, resume, progress=progress)
+        except (FileNotFoundError, ValueError) as err:  # reading the data set
+            raise UserError(f"{path}: Global.data_dir: {err}") from None
+        if run.rank == 0:
+            with atomic_write(os.path.join(output_dir, "config_used.yaml")) as f:
+                f.write(f"# from {os.path.abspath(path)}\n{config}")
+        run.log(f"config: {os.path.abspath(path)} (copy in config_used.yaml)")
+        records = run.run()
+        diverged = [r["stage"] for r in records if r.get("status") == "diverged"]
+        table = None
+        if run.rank == 0:
+            table = write_outputs(records, config, output_dir)
+            run.log(f"done in {time.time() - start:.0f} s; results in {output_dir}/results.md, results.json"
+                    + ("" if diverged else ", accuracy.png, kurtosis.png"))
+        if diverged:
+            run.log(f"diverged: {', '.join(diverged)} (recorded in results.json)")
+        return table, diverged
+    finally:
+        if lock is not None:
+            lock.release()

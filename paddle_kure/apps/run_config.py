@@ -21,8 +21,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
 
-from .._validate import ConfigBase, check_str
+from .._validate import FLOAT32_MAX, SEED_MAX, ConfigBase, check_str
 from ..data.vision import DEFAULT_DIR
+from ..errors import UserError, UserFileError
 from ..param_filter import globs_to_regexes
 from ..quant.dygraph import PTQ_ALGOS
 
@@ -40,7 +41,7 @@ __all__ = [
 OPTIMIZERS = ("adam", "momentum", "sgd")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file that cannot be used; the message names the file and the key."""
 
 
@@ -74,7 +75,7 @@ class GlobalConfig(ConfigBase):
     OWNER = "Global"
 
     def validate(self):
-        self._int("seed", low=0)
+        self._int("seed", low=0, high=SEED_MAX)
         for key in ("output_dir", "data_dir"):
             check_str(self.owner(), key, getattr(self, key))
         self._bool("download")
@@ -113,10 +114,11 @@ class TrainConfig(ConfigBase):
     def validate(self):
         for key in ("epochs", "batch_size", "qat_epochs", "eval_batch_size"):
             self._int(key, low=1)
-        self._number("learning_rate", low=0.0, low_open=True)
+        # numbers Paddle computes with in float32: a larger value would become inf
+        self._number("learning_rate", low=0.0, low_open=True, high=FLOAT32_MAX)
         self._choice("optimizer", OPTIMIZERS)
-        self._number("weight_decay", low=0.0)
-        self._number("qat_learning_rate", low=0.0, low_open=True)
+        self._number("weight_decay", low=0.0, high=FLOAT32_MAX)
+        self._number("qat_learning_rate", low=0.0, low_open=True, high=FLOAT32_MAX)
 
 
 @dataclass
@@ -161,8 +163,8 @@ class KurtosisConfig(ConfigBase):
     def validate(self):
         from ..selection import AUTO_EXCLUDE_RULES
 
-        self._number("coeff", low=0.0)
-        self._number("target", low=1.0, low_open=True)
+        self._number("coeff", low=0.0, high=FLOAT32_MAX)  # float32, as in KurtosisDecay
+        self._number("target", low=1.0, low_open=True, high=FLOAT32_MAX)
         self._str_list("include")
         self._str_list("exclude")
         self._str_list("layer_types")
@@ -330,7 +332,10 @@ def config_from_dict(data: dict, source: str = "<dict>") -> RunConfig:
     if data.get("Prune") is not None:
         from ..prune.config import PruneConfig
 
-        sections["Prune"] = PruneConfig.from_dict(data["Prune"], source=source)
+        try:
+            sections["Prune"] = PruneConfig.from_dict(data["Prune"], source=source)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from None
     return RunConfig(**sections, source=source)
 
 
@@ -338,17 +343,25 @@ def load_config(path: str) -> RunConfig:
     """Reads and validates a YAML config file.
 
     Raises:
-        FileNotFoundError: no such file.
-        ConfigError: bad YAML, an unknown section or key, a wrong type or value
-            (the message names the file and the key).
+        FileNotFoundError: no such file, or a folder (a :class:`~paddle_kure.errors.UserFileError`).
+        ConfigError: not UTF-8, bad YAML, empty, an unknown section or key, a wrong
+            type or value (the message names the file and the key).
     """
     import yaml
 
+    if os.path.isdir(path):
+        raise UserFileError(f"{path}: is a folder, not a config file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return config_from_dict(data if data is not None else {}, source=path)
+        raise UserFileError(f"{path}: config file not found")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    if data is None:
+        # the dataclass defaults are not the packaged experiment: say so rather than run something else
+        raise ConfigError(f"{path}: the config is empty; start from a copy of {default_config_path()}")
+    return config_from_dict(data, source=path)

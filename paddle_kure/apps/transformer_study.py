@@ -346,9 +346,11 @@ def markdown_table(result):
 def write_results(result, output_prefix):
     import os
 
+    from ..runio import atomic_write
+
     os.makedirs(os.path.dirname(output_prefix) or ".", exist_ok=True)
-    with open(output_prefix + ".json", "w", encoding="utf-8") as handle:
+    with atomic_write(output_prefix + ".json") as handle:
         json.dump(result, handle, indent=1)
-    with open(output_prefix + ".md", "w", encoding="utf-8") as handle:
+    with atomic_write(output_prefix + ".md") as handle:
         handle.write(markdown_table(result))
     return output_prefix + ".json", output_prefix + ".md"

@@ -35,6 +35,7 @@ def add_arguments(parser):
 
 def main(args) -> int:
     from paddle_kure.apps.report import KurtosisReport
+    from paddle_kure.errors import UserError
 
     try:
         report = KurtosisReport.from_model(args.model, all_tensors=args.all_tensors,
@@ -42,7 +43,7 @@ def main(args) -> int:
                                            mad_min_ratio=args.mad_min_ratio)
         paths = report.write(args.output, max_histograms=args.max_histograms)
     except (FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"paddle-kure analyze: {err}") from None
+        raise UserError(str(err)) from None
     print(report.summary())
     print("wrote " + ", ".join(paths))
     return 0

@@ -45,21 +45,48 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def check_arguments(args) -> None:
+    """The checks a sweep would otherwise reach only at its end: sizes and the output folder."""
+    from paddle_kure._validate import check_int
+    from paddle_kure.errors import UserError
+
+    for option, low, high in (("--batch-size", 1, None), ("--test-size", 0, 10000), ("--val-size", 1, 59999),
+                              ("--seeds", 1, None), ("--calib-size", 1, args.val_size)):
+        try:
+            check_int("robustness", option, getattr(args, option[2:].replace("-", "_")), low, high)
+        except ValueError as err:  # "robustness.--seeds must be ..." read as "--seeds: must be ..."
+            raise UserError(f"{option}: {str(err).split(' ', 1)[1]}") from None
+    if os.path.isdir(args.output):
+        raise UserError(f"--output: {args.output} is a folder; give a file prefix such as {args.output}/robustness")
+    directory = os.path.dirname(os.path.abspath(args.output))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--output: cannot create {directory}: {err.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"--output: {directory} is not writable")
+
+
 def main(args) -> int:
     from paddle_kure.apps.robustness import load_model, scale_table, sweep_model, write_outputs
     from paddle_kure.data import load_fashion_mnist
     from paddle_kure.data.vision import DEFAULT_DIR
+    from paddle_kure.errors import UserError
     from paddle_kure.robustness import SweepConfig
 
+    check_arguments(args)
     fractions = {"accuracy_fractions": args.accuracy_fractions} if args.accuracy_fractions else {}
-    config = SweepConfig(bits=args.bits, per_channel=[GRANULARITIES[g] for g in dict.fromkeys(args.granularity)],
-                         factors=args.ratios, noise_stds=args.noise_stds, seeds=args.seeds,
-                         scale_methods=list(dict.fromkeys(args.scale_methods)), **fractions)
-    model = load_model(args.model)
-    start = time.time()
-    # train_size=1: the sweep trains nothing, only the validation and test splits are used
-    data = load_fashion_mnist(args.data_dir or DEFAULT_DIR, val_size=args.val_size, train_size=1,
-                              test_size=args.test_size, seed=args.split_seed)
+    try:
+        config = SweepConfig(bits=args.bits, per_channel=[GRANULARITIES[g] for g in dict.fromkeys(args.granularity)],
+                             factors=args.ratios, noise_stds=args.noise_stds, seeds=args.seeds,
+                             scale_methods=list(dict.fromkeys(args.scale_methods)), **fractions)
+        model = load_model(args.model)
+        start = time.time()
+        # train_size=1: the sweep trains nothing, only the validation and test splits are used
+        data = load_fashion_mnist(args.data_dir or DEFAULT_DIR, val_size=args.val_size, train_size=1,
+                                  test_size=args.test_size, seed=args.split_seed)
+    except (FileNotFoundError, ValueError) as err:  # the messages name the option's value or the file
+        raise UserError(str(err)) from None
     name = os.path.basename(args.model)
     results = {name: sweep_model(model, data, config, args.calib_size, args.batch_size,
                                  progress=not args.no_progress)}

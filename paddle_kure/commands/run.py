@@ -1,5 +1,5 @@
 """``paddle-kure run [CONFIG]``: FP32 vs PTQ, QAT, QAT+KURE and QAT+KURE+PACT on Fashion-MNIST
-(the pipeline is :mod:`paddle_kure.apps.run`)."""
+(the pipeline is :mod:`paddle_kure.apps.run`). Exit status 1 when a stage diverged."""
 from __future__ import annotations
 
 HELP = "Train FP32 on Fashion-MNIST, compare PTQ, QAT, QAT+KURE, QAT+KURE+PACT at each precision, export and evaluate."
@@ -10,14 +10,15 @@ def add_arguments(parser):
                         help="YAML config (default: the packaged paddle_kure/configs/default.yaml)")
     parser.add_argument("--output-dir", help="override Global.output_dir")
     parser.add_argument("--resume", action="store_true",
-                        help="skip finished stages and continue an interrupted one from its checkpoint")
+                        help="skip finished stages and continue an interrupted one from its checkpoint (refused when "
+                             "the config changed); without it the stages of an earlier run are removed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def main(args) -> int:
     from paddle_kure.apps.run import run_from_config
 
-    table = run_from_config(args.config, args.output_dir, args.resume, progress=not args.no_progress)
+    table, diverged = run_from_config(args.config, args.output_dir, args.resume, progress=not args.no_progress)
     if table is not None:
         print(table)
-    return 0
+    return 1 if diverged else 0

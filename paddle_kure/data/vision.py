@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +29,11 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 def read_idx(path: str) -> np.ndarray:
     """Reads an IDX file (the MNIST format, gzipped or not) into an array."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError, zlib.error) as err:  # a truncated or damaged .gz
+        raise ValueError(f"{path}: cannot be read ({type(err).__name__}: {err or 'the file ends early'})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
     ndim = data[3]
@@ -63,7 +67,12 @@ def _normalize(images: np.ndarray) -> np.ndarray:
 def _read_split(data_dir: str, split: str, download: bool):
     image_file, label_file = (os.path.join(data_dir, name) for name in _FILES[split])
     if os.path.isfile(image_file) and os.path.isfile(label_file):
-        return read_idx(image_file), read_idx(label_file)
+        images, labels = read_idx(image_file), read_idx(label_file)
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"{image_file} holds {images.shape[0] if images.ndim else 0} images of shape "
+                             f"{images.shape[1:]} but {label_file} {labels.shape[0] if labels.ndim else 0} labels: "
+                             f"the files do not belong together")
+        return images, labels
     if not download:
         raise FileNotFoundError(
             f"Fashion-MNIST not found: {image_file} and {label_file} are needed. Install the Debian "
