@@ -13,7 +13,7 @@ on this core and never imported by it.
 """
 import warnings
 
-from ._environment import build_info, check_paddle
+from ._environment import VERSION as __version__, build_info, check_paddle
 
 with warnings.catch_warnings():
     # Importing Paddle warns that ccache (a compiler cache for building C++ extensions) is
@@ -27,8 +27,6 @@ from .losses import ActivationKurtosis, Kure, KurtosisLoss  # noqa: E402
 from .ops import kurtosis, kurtosis_decay_grad, load_library  # noqa: E402
 from .regularizer import KurtosisDecay  # noqa: E402
 from .selection import KurePlan, attach_kure, plan_kure  # noqa: E402
-
-__version__ = "0.1.0"
 
 # Registers the custom operators now, so saved models using them load in this process.
 load_library()

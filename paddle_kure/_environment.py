@@ -9,6 +9,9 @@ from __future__ import annotations
 import ctypes
 import re
 
+# paddle_kure's version (pyproject.toml's); the package exports it as __version__.
+VERSION = "0.1.0"
+
 MIN_PADDLE = (3, 0)
 _INSTALL_HINT = (
     "install PaddlePaddle first: `pip install paddlepaddle` (CPU) or `paddlepaddle-gpu` "
@@ -54,7 +57,6 @@ def build_info() -> dict:
     """
     import paddle
 
-    from . import __version__
     from .ops import load_library
 
     library = load_library()
@@ -66,7 +68,7 @@ def build_info() -> dict:
         cuda_runtime = f"{number // 1000}.{number % 1000 // 10}"
     with_cuda = paddle.is_compiled_with_cuda()
     return {
-        "version": __version__,
+        "version": VERSION,
         "library": library,
         "cuda_kernels": runtime is not None,
         "cuda_runtime": cuda_runtime,
