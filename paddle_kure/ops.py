@@ -52,20 +52,24 @@ def _dtype_name(x) -> str:
 def _check_input(x, op_name: str) -> None:
     if not isinstance(x, (paddle.Tensor, paddle.static.Variable, paddle.pir.Value)):
         raise TypeError(f"{op_name}: expected a paddle Tensor, got {type(x).__name__}")
-    dtype = _dtype_name(x)
-    if dtype in _GPU_ONLY_DTYPES:
-        # In a static graph the place is known only when it runs; the kernel checks then.
-        on_cpu = paddle.in_dynamic_mode() and not x.place.is_gpu_place()
-        supported = paddle.is_compiled_with_cuda() and not on_cpu
-    else:
-        supported = dtype in _FLOAT_DTYPES
-    if not supported:
-        raise TypeError(
-            f"{op_name}: input dtype {dtype} is not supported; use float32 or float64 "
-            "(float16/bfloat16 on GPU)"
-        )
+    dtype = x.dtype
+    # Identity tests first: this check runs on every regularizer call, and the
+    # name-based one below costs more than the kernel on small tensors.
+    if dtype is not paddle.float32 and dtype is not paddle.float64:
+        dtype = _dtype_name(x)
+        if dtype in _GPU_ONLY_DTYPES:
+            # In a static graph the place is known only when it runs; the kernel checks then.
+            on_cpu = paddle.in_dynamic_mode() and not x.place.is_gpu_place()
+            supported = paddle.is_compiled_with_cuda() and not on_cpu
+        else:
+            supported = dtype in _FLOAT_DTYPES
+        if not supported:
+            raise TypeError(
+                f"{op_name}: input dtype {dtype} is not supported; use float32 or float64 "
+                "(float16/bfloat16 on GPU)"
+            )
     # Static shapes may hold -1 for unknown sizes: only a known 0 is an error.
-    if 0 in list(x.shape):
+    if 0 in x.shape:
         raise ValueError(f"{op_name}: input tensor is empty (shape {list(x.shape)})")
 
 
