@@ -1,10 +1,12 @@
 // paddle_kure custom operators, CPU kernels and registration.
 //
-//   kurtosis(X) -> Out (0-D, dtype of X), Stats (float64 [5], saved for backward)
+//   kurtosis(X) -> Out (0-D, dtype of X), Stats (float64 [6], saved for backward)
 //   kurtosis_grad(X, Stats, Out@GRAD) -> X@GRAD
 //   kurtosis_decay(X; coeff, target, l2_coeff) -> Out
 //       Out = coeff * d/dX (K(X) - target)^2 + l2_coeff * X, the gradient term
 //       added by paddle_kure.KurtosisDecay.
+//   kurtosis_decay_accumulate(X, Grad; coeff, target, l2_coeff) -> Grad (in place, CPU)
+//       Grad += the same term: KurtosisDecay.apply_to_grads_ without allocating.
 //
 // Stats layout and the moment math: kurtosis_moments.h.
 #include <algorithm>
@@ -318,8 +320,9 @@ KURE_INLINE void for_blocks_backwards(int64_t begin, int64_t end, Fn fn) {
   }
 }
 
-// out[i] = grad(x[i]) + l2 * x[i] for i in [begin, end), in double.
-template <typename T>
+// out[i] = grad(x[i]) + l2 * x[i] for i in [begin, end), in double
+// (out[i] += ... with kAccumulate).
+template <bool kAccumulate, typename T>
 KURE_INLINE void scaled_grad_range_impl(const T* __restrict__ x, T* __restrict__ out,
                                         int64_t begin, int64_t end, const KurtosisGrad& grad,
                                         double l2) {
@@ -330,11 +333,14 @@ KURE_INLINE void scaled_grad_range_impl(const T* __restrict__ x, T* __restrict__
     for (int64_t i = b; i < vec_end; i += kLanes) {
       const double8 v = load8(x + i);
       const double8 d = (v - mean) * inv_unit;
-      store8(out + i, (cubic * d * d + linear) * d + constant + l2 * v);
+      double8 term = (cubic * d * d + linear) * d + constant + l2 * v;
+      if (kAccumulate) term += load8(out + i);
+      store8(out + i, term);
     }
     for (int64_t i = vec_end; i < block_end; ++i) {
       const double v = static_cast<double>(x[i]);
-      out[i] = static_cast<T>(grad(v) + l2 * v);
+      const double term = grad(v) + l2 * v;
+      out[i] = static_cast<T>(kAccumulate ? term + static_cast<double>(out[i]) : term);
     }
   });
 }
@@ -370,6 +376,7 @@ KURE_INLINE bool float_polynomial(const KurtosisGrad& grad, double m2, int expon
   return true;
 }
 
+template <bool kAccumulate>
 KURE_INLINE void float_grad_range(const float* __restrict__ x, float* __restrict__ out,
                                   int64_t begin, int64_t end, const FloatPolynomial& p) {
   for_blocks_backwards(begin, end, [&](int64_t b, int64_t block_end) {
@@ -377,11 +384,14 @@ KURE_INLINE void float_grad_range(const float* __restrict__ x, float* __restrict
     for (int64_t i = b; i < vec_end; i += kFloatLanes) {
       const float16 v = load16(x + i);
       const float16 d = ((v - p.mean_hi) - p.mean_lo) * p.inv_unit;
-      store16(out + i, (p.cubic * d * d + p.linear) * d + p.constant + p.l2 * v);
+      float16 term = (p.cubic * d * d + p.linear) * d + p.constant + p.l2 * v;
+      if (kAccumulate) term += load16(out + i);
+      store16(out + i, term);
     }
     for (int64_t i = vec_end; i < block_end; ++i) {
       const float d = ((x[i] - p.mean_hi) - p.mean_lo) * p.inv_unit;
-      out[i] = (p.cubic * d * d + p.linear) * d + p.constant + p.l2 * x[i];
+      const float term = (p.cubic * d * d + p.linear) * d + p.constant + p.l2 * x[i];
+      out[i] = kAccumulate ? term + out[i] : term;
     }
   });
 }
@@ -402,20 +412,24 @@ KURE_MULTIVERSION CentralMoments range_moments(const float* x, int64_t n) {
 KURE_MULTIVERSION CentralMoments range_moments(const double* x, int64_t n) {
   return range_moments_impl(x, n);
 }
+// accumulate: out += the term instead of out = the term
 KURE_MULTIVERSION void scaled_grad_range(const float* x, float* out, int64_t begin, int64_t end,
                                          const KurtosisGrad& grad, const KurtosisStats& s,
-                                         double l2) {
+                                         double l2, bool accumulate) {
   FloatPolynomial p;
   if (float_polynomial(grad, s.m2, s.exponent, l2, &p)) {
-    float_grad_range(x, out, begin, end, p);
+    accumulate ? float_grad_range<true>(x, out, begin, end, p)
+               : float_grad_range<false>(x, out, begin, end, p);
   } else {
-    scaled_grad_range_impl(x, out, begin, end, grad, l2);
+    accumulate ? scaled_grad_range_impl<true>(x, out, begin, end, grad, l2)
+               : scaled_grad_range_impl<false>(x, out, begin, end, grad, l2);
   }
 }
 KURE_MULTIVERSION void scaled_grad_range(const double* x, double* out, int64_t begin, int64_t end,
                                          const KurtosisGrad& grad, const KurtosisStats&,
-                                         double l2) {
-  scaled_grad_range_impl(x, out, begin, end, grad, l2);
+                                         double l2, bool accumulate) {
+  accumulate ? scaled_grad_range_impl<true>(x, out, begin, end, grad, l2)
+             : scaled_grad_range_impl<false>(x, out, begin, end, grad, l2);
 }
 
 CentralMoments merge_all(const std::vector<CentralMoments>& partial) {
@@ -442,15 +456,16 @@ void cpu_scaled_grad(const T* x, T* out, int64_t n, const KurtosisStats& s, doub
   const int threads = num_threads_for(n);
   run_threads(threads, [&](int t) {
     const Range r = share(n, threads, t);
-    scaled_grad_range(x, out, r.begin, r.end, grad, s, 0.0);
+    scaled_grad_range(x, out, r.begin, r.end, grad, s, 0.0, false);
   });
 }
 
-// out = coeff * d/dx (K(x) - target)^2 + l2 * x: each thread takes the moments
-// of its share, all wait for all, then each writes the output for the same
-// share, so that both passes over it start threads once.
+// out = coeff * d/dx (K(x) - target)^2 + l2 * x (out += ... when accumulate):
+// each thread takes the moments of its share, all wait for all, then each
+// writes the output for the same share, so both passes start threads once.
 template <typename T>
-void cpu_kurtosis_decay(const T* x, T* out, int64_t n, double coeff, double target, double l2) {
+void cpu_kurtosis_decay(const T* x, T* out, int64_t n, double coeff, double target, double l2,
+                        bool accumulate) {
   const int threads = num_threads_for(n);
   std::vector<CentralMoments> partial(threads);
   Barrier all_moments_done(threads);
@@ -461,7 +476,7 @@ void cpu_kurtosis_decay(const T* x, T* out, int64_t n, double coeff, double targ
     const KurtosisStats s = paddle_kure::kurtosis_stats(merge_all(partial));
     // d/dx (K - target)^2 = 2 (K - target) dK/dx
     const KurtosisGrad grad(s, 2.0 * coeff * (s.kurtosis - target));
-    scaled_grad_range(x, out, r.begin, r.end, grad, s, l2);
+    scaled_grad_range(x, out, r.begin, r.end, grad, s, l2, accumulate);
   });
 }
 
@@ -522,9 +537,23 @@ std::vector<paddle::Tensor> KurtosisDecay(const paddle::Tensor& x, float coeff, 
   KURE_DISPATCH_GPU(std::vector<paddle::Tensor>{kurtosis_decay_cuda(x, coeff, target, l2_coeff)});
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
   PD_DISPATCH_FLOATING_TYPES(x.dtype(), "kurtosis_decay_cpu", ([&] {
-    cpu_kurtosis_decay(x.data<data_t>(), out.data<data_t>(), x.numel(), coeff, target, l2_coeff);
+    cpu_kurtosis_decay(x.data<data_t>(), out.data<data_t>(), x.numel(), coeff, target, l2_coeff,
+                       false);
   }));
   return {out};
+}
+
+// grad += the KurtosisDecay term of x, in place (CPU): no tensor allocated.
+void KurtosisDecayAccumulate(const paddle::Tensor& x, paddle::Tensor& grad, float coeff,
+                             float target, float l2_coeff) {
+  check_floating(x, "kurtosis_decay_accumulate");
+  PD_CHECK(x.is_cpu() && grad.is_cpu(), "kurtosis_decay_accumulate: CPU tensors only");
+  PD_CHECK(grad.dtype() == x.dtype() && grad.numel() == x.numel(),
+           "kurtosis_decay_accumulate: grad must match x in dtype and size");
+  PD_DISPATCH_FLOATING_TYPES(x.dtype(), "kurtosis_decay_accumulate_cpu", ([&] {
+    cpu_kurtosis_decay(x.data<data_t>(), grad.data<data_t>(), x.numel(), coeff, target,
+                       l2_coeff, true);
+  }));
 }
 
 std::vector<std::vector<int64_t>> KurtosisInferShape(const std::vector<int64_t>&) {
@@ -560,3 +589,10 @@ PD_BUILD_OP(kurtosis_decay)
     .SetKernelFn(PD_KERNEL(KurtosisDecay))
     .SetInferShapeFn(PD_INFER_SHAPE(SameShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(SameDtype));
+
+PD_BUILD_OP(kurtosis_decay_accumulate)
+    .Inputs({"X", "Grad"})
+    .Outputs({"GradOut"})
+    .Attrs({"coeff: float", "target: float", "l2_coeff: float"})
+    .SetInplaceMap({{"Grad", "GradOut"}})
+    .SetKernelFn(PD_KERNEL(KurtosisDecayAccumulate));

@@ -152,3 +152,16 @@ def kurtosis_decay_grad(x, coeff: float, target: float = 1.8, l2_coeff: float = 
         attrs=dict(zip(("coeff", "target", "l2_coeff"), attrs)),
     )
     return out
+
+
+def _accumulate_kurtosis_decay(x, grad, coeff: float, target: float, l2_coeff: float) -> None:
+    """grad += kurtosis_decay_grad(x, ...) in place (dygraph), without a new tensor on CPU."""
+    load_library()
+    attrs = (float(coeff), float(target), float(l2_coeff))
+    # grad.detach() shares grad's memory; Paddle refuses in-place writes to a tensor
+    # that is itself marked as needing gradients.
+    target_grad = grad.detach()
+    if x.place.is_cpu_place() and x.is_contiguous() and grad.is_contiguous():
+        _C_ops._run_custom_op("kurtosis_decay_accumulate", x, target_grad, *attrs)
+    else:
+        target_grad.add_(kurtosis_decay_grad(x, *attrs))
