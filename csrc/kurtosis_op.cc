@@ -16,6 +16,10 @@
 #include <type_traits>
 #include <vector>
 
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
 #include "kurtosis_moments.h"
 #include "paddle/extension.h"
 
@@ -311,13 +315,19 @@ KURE_INLINE CentralMoments range_moments_impl(const T* x, int64_t n) {
   return acc;
 }
 
-// Blocks of [begin, end) from the end backwards: the values that the
-// moments pass read last are still in cache.
-template <typename Fn>
-KURE_INLINE void for_blocks_backwards(int64_t begin, int64_t end, Fn fn) {
-  for (int64_t block_end = end; block_end > begin; block_end -= kBlock) {
-    fn(std::max(begin, block_end - kBlock), block_end);
+// Blocks of [begin, end): first, backwards, the last kRecentBytes, which the
+// moments pass read last and are still in cache; then the rest forwards, the
+// order in which the hardware prefetcher streams memory best (measured: a
+// backwards walk over 40 MB took 4x longer).
+constexpr int64_t kRecentBytes = int64_t{1} << 20;
+
+template <typename T, typename Fn>
+KURE_INLINE void for_blocks_cache_first(int64_t begin, int64_t end, Fn fn) {
+  const int64_t recent_begin = std::max(begin, end - kRecentBytes / int64_t{sizeof(T)});
+  for (int64_t block_end = end; block_end > recent_begin; block_end -= kBlock) {
+    fn(std::max(recent_begin, block_end - kBlock), block_end);
   }
+  for (int64_t b = begin; b < recent_begin; b += kBlock) fn(b, std::min(recent_begin, b + kBlock));
 }
 
 // out[i] = grad(x[i]) + l2 * x[i] for i in [begin, end), in double
@@ -328,7 +338,7 @@ KURE_INLINE void scaled_grad_range_impl(const T* __restrict__ x, T* __restrict__
                                         double l2) {
   const double mean = grad.mean, inv_unit = grad.inv_unit, cubic = grad.cubic,
                linear = grad.linear, constant = grad.constant;
-  for_blocks_backwards(begin, end, [&](int64_t b, int64_t block_end) {
+  for_blocks_cache_first<T>(begin, end, [&](int64_t b, int64_t block_end) {
     const int64_t vec_end = b + (block_end - b) / kLanes * kLanes;
     for (int64_t i = b; i < vec_end; i += kLanes) {
       const double8 v = load8(x + i);
@@ -379,7 +389,7 @@ KURE_INLINE bool float_polynomial(const KurtosisGrad& grad, double m2, int expon
 template <bool kAccumulate>
 KURE_INLINE void float_grad_range(const float* __restrict__ x, float* __restrict__ out,
                                   int64_t begin, int64_t end, const FloatPolynomial& p) {
-  for_blocks_backwards(begin, end, [&](int64_t b, int64_t block_end) {
+  for_blocks_cache_first<float>(begin, end, [&](int64_t b, int64_t block_end) {
     const int64_t vec_end = b + (block_end - b) / kFloatLanes * kFloatLanes;
     for (int64_t i = b; i < vec_end; i += kFloatLanes) {
       const float16 v = load16(x + i);
@@ -480,6 +490,19 @@ void cpu_kurtosis_decay(const T* x, T* out, int64_t n, double coeff, double targ
   });
 }
 
+// A large output is fresh memory from the allocator, and faulting it in 4 KiB
+// pages costs more than the kernel (scale and clone pay it too): ask for 2 MiB
+// pages (Linux transparent huge pages in "madvise" mode; a no-op elsewhere).
+void advise_huge_pages(void* data, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  if (bytes < 4 * kHuge) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#endif
+}
+
 void check_floating(const paddle::Tensor& x, const char* op) {
   const auto dt = x.dtype();
   const bool ok = dt == paddle::DataType::FLOAT32 || dt == paddle::DataType::FLOAT64 ||
@@ -537,6 +560,7 @@ std::vector<paddle::Tensor> KurtosisDecay(const paddle::Tensor& x, float coeff, 
   KURE_DISPATCH_GPU(std::vector<paddle::Tensor>{kurtosis_decay_cuda(x, coeff, target, l2_coeff)});
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
   PD_DISPATCH_FLOATING_TYPES(x.dtype(), "kurtosis_decay_cpu", ([&] {
+    advise_huge_pages(out.data<data_t>(), x.numel() * sizeof(data_t));
     cpu_kurtosis_decay(x.data<data_t>(), out.data<data_t>(), x.numel(), coeff, target, l2_coeff,
                        false);
   }));

@@ -125,6 +125,14 @@ def test_float32_kernel_matches_long_double_reference(name, make, n):
     np.testing.assert_allclose(decay.numpy(), expected, rtol=0, atol=2e-6 * float(np.abs(expected).max()))
 
 
+def test_float32_large_tensor_output():
+    # 12 MB: the output pass walks memory both ways and asks for huge pages
+    x = RNG.laplace(size=3_000_001).astype("float32")
+    decay = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(x), coeff=0.25, target=1.75, l2_coeff=0.0625)
+    expected = kure_term_longdouble(x, 0.25, 1.75, 0.0625).astype(np.float64)
+    np.testing.assert_allclose(decay.numpy(), expected, rtol=0, atol=2e-6 * float(np.abs(expected).max()))
+
+
 def test_float32_large_offset_gradient_keeps_precision():
     # x - mean must not lose the 1e4 offset's digits: mean carried as two floats
     x = (1e4 + RNG.normal(size=100_000)).astype("float32")
