@@ -35,19 +35,22 @@ SECTION_TITLE = "## Fused kurtosis operators: `python benchmarks/bench_kurtosis.
 DEFAULT_SIZES = [1e3, 1e4, 1e5, 1e6, 3e6, 1e7, 3e7]
 
 
-def best_times(fns, rounds, warmup=2):
-    """Best seconds of each callable in ``fns`` (a dict), timed in turn every round."""
+def best_times(fns, rounds, burst=5, warmup=2):
+    """Best seconds of each callable in ``fns`` (a dict). Every round runs each one
+    ``burst`` times in a row (warm caches, as in a loop), the callables in turn, so
+    that all see the same share of any other work on the machine."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     best = dict.fromkeys(fns, float("inf"))
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if paddle.is_compiled_with_cuda():
-                paddle.device.synchronize()
-            best[name] = min(best[name], time.perf_counter() - start)
+            for _ in range(burst):
+                start = time.perf_counter()
+                fn()
+                if paddle.is_compiled_with_cuda():
+                    paddle.device.synchronize()
+                best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -76,8 +79,8 @@ def op_rows(sizes, repeats, composite_max):
         }
         if n <= composite_max:
             fns["composite"] = lambda: composite_forward_backward(x_grad)
-        rounds = max(5, min(repeats, int(3e8 // n)))
-        yield n, best_times(fns, rounds)
+        rounds = max(3, min(repeats, int(1e8 // n)))
+        yield n, best_times(fns, rounds, burst=1 if n > composite_max / 10 else 5)
 
 
 def mlp(widths, regularizer):
@@ -120,7 +123,7 @@ def step_rows(repeats):
         "KurtosisDecay(1e-3, l2_coeff=1e-4).apply_to_grads_": make_step(in_place_kure=kure()),
     }
     n_params = next(iter(configs.values()))[0]
-    return n_params, best_times({name: step for name, (_, step) in configs.items()}, repeats, warmup=3)
+    return n_params, best_times({name: step for name, (_, step) in configs.items()}, repeats, burst=3, warmup=3)
 
 
 def machine_line():
@@ -142,7 +145,8 @@ def report(args):
     lines += [
         f"{datetime.date.today()}, paddle {paddle.__version__} on {paddle.device.get_device()}, {machine_line()}; "
         f"load average {load_before:.1f} at the start, {load_after:.1f} at the end. Float32; each time is the "
-        f"best of up to {args.repeats} rounds, all columns of a row timed in turn in the same rounds.",
+        f"best of up to {args.repeats} rounds of a few calls in a row (fewer for large sizes), all columns of a row "
+        "timed in turn in the same rounds.",
         "",
         "| elements | reg op | numpy.copyto | reg op / copyto | paddle.scale | reg op / scale "
         "| fused fwd+bwd | composite fwd+bwd | composite / fused |",

@@ -89,7 +89,11 @@ typedef double double8 __attribute__((vector_size(64)));
 typedef float float8 __attribute__((vector_size(32)));
 constexpr int64_t kLanes = 8;
 
+// Everything a multiversioned function calls must be inlined into it to be
+// compiled for its ISA; lambdas need saying so too (one left out of line ran
+// as baseline SSE2 code, 3x slower).
 #define KURE_INLINE __attribute__((always_inline)) inline
+#define KURE_LAMBDA_INLINE __attribute__((always_inline))
 
 KURE_INLINE double8 load8(const float* x) {
   float8 v;
@@ -210,58 +214,32 @@ KURE_INLINE void widen_add(double8* acc, float16 v) {
       __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), double8);
 }
 
-// Moments of one block of n <= kBlock float32 values, powers in float. False
-// (and nothing written) where float arithmetic does not fit: NaN/Inf, or units
-// outside float's range; block_moments in double handles those.
-KURE_INLINE bool block_moments_float(const float* __restrict__ x, int64_t n, CentralMoments* out) {
-  const int64_t vec_end = n - n % (2 * kFloatLanes);
-  // Pass 1, from memory: sum (only to pick the shift) and range.
-  float16 sum_a = {}, sum_b = {}, lo = {}, hi = {};
-  lo += x[0];
-  hi = lo;
-  for (int64_t i = 0; i < vec_end; i += 2 * kFloatLanes) {
-    const float16 a = load16(x + i), b = load16(x + i + kFloatLanes);
-    sum_a += a;
-    sum_b += b;
-    lo = a < lo ? a : lo;
-    hi = a > hi ? a : hi;
-    lo = b < lo ? b : lo;
-    hi = b > hi ? b : hi;
-  }
-  double total = 0.0;
-  float min = lo[0], max = hi[0];
-  for (int j = 0; j < kFloatLanes; ++j) {
-    total += static_cast<double>(sum_a[j]) + static_cast<double>(sum_b[j]);
-    min = std::min(min, lo[j]);
-    max = std::max(max, hi[j]);
-  }
-  for (int64_t i = vec_end; i < n; ++i) {
-    total += static_cast<double>(x[i]);
-    min = std::min(min, x[i]);
-    max = std::max(max, x[i]);
-  }
-  CentralMoments m{};
-  m.n = static_cast<double>(n);
-  if (min == max) {  // a constant block: exact, no arithmetic needed
-    m.mean = min;
-    *out = m;
-    return true;
-  }
-  const float shift = static_cast<float>(total / m.n);
-  const double reach = std::max(static_cast<double>(max) - shift, shift - static_cast<double>(min));
-  if (!(reach > 0.0 && std::isfinite(reach))) return false;
-  const int e = std::ilogb(reach) + 1;
-  if (e < -kMaxFloatExponent || e > kMaxFloatExponent) return false;
-  const float inv_unit = std::ldexp(1.0f, -e);
+// Where a float32 block's deviations are taken from (a float near its mean)
+// and in what units (2^exponent). The previous block's frame usually fits the
+// next block, which then needs one pass over its values instead of two.
+struct FloatFrame {
+  float shift = 0.0f;
+  int exponent = 0;
+  bool valid = false;
+};
 
-  // Pass 2, from cache: sums of powers of d = (x - shift) / 2^e, |d| <= 1.
+// Central moments of n float32 values from sums of powers of
+// d = (x - shift) / 2^e taken in float. With check_fit (a frame carried over
+// from another block), false unless the frame suits these values: shift within
+// a quarter standard deviation of their mean (so the conversion to central sums
+// below cancels at most a bit) and units within 2^20 of their spread.
+KURE_INLINE bool float_central_moments(const float* __restrict__ x, int64_t n, float shift, int e,
+                                       bool check_fit, CentralMoments* out) {
+  const float inv_unit = std::ldexp(1.0f, -e);
+  const float shift_in_units = shift * inv_unit;  // exact: a power of two
   double8 s1[2] = {}, s2[2] = {}, s3[2] = {}, s4[2] = {};
   const int64_t run_end = n - n % kFloatRun;
   for (int64_t r = 0; r < run_end; r += kFloatRun) {
     float16 f1 = {}, f2 = {}, f3 = {}, f4 = {}, g1 = {}, g2 = {}, g3 = {}, g4 = {};
     for (int64_t i = r; i < r + kFloatRun; i += 2 * kFloatLanes) {
-      const float16 da = (load16(x + i) - shift) * inv_unit;
-      const float16 db = (load16(x + i + kFloatLanes) - shift) * inv_unit;
+      // x / 2^e - shift / 2^e rounds once, like (x - shift) / 2^e, and fuses to one FMA
+      const float16 da = load16(x + i) * inv_unit - shift_in_units;
+      const float16 db = load16(x + i + kFloatLanes) * inv_unit - shift_in_units;
       const float16 da2 = da * da, db2 = db * db;
       f1 += da;
       f2 += da2;
@@ -287,15 +265,81 @@ KURE_INLINE bool block_moments_float(const float* __restrict__ x, int64_t n, Cen
     p3 += d * d * d;
     p4 += d * d * d * d;
   }
-  // From sums about the shift to central sums; the shift is within rounding
-  // of the mean, so delta is tiny next to the spread and nothing cancels.
-  const double delta = p1 / m.n;
+  const double count = static_cast<double>(n);
+  const double delta = p1 / count;
   const double delta2 = delta * delta;
+  const double m2 = p2 / count - delta2;
+  if (!std::isfinite(p4 + p3 + p2 + p1)) return false;
+  if (check_fit && !(delta2 <= m2 / 16.0 && m2 >= 0x1p-40 && m2 <= 0x1p40)) return false;
+  // From sums about the shift to central sums.
+  CentralMoments m{};
+  m.n = count;
   m.mean = shift + std::ldexp(delta, e);
   m.exponent = e;
-  m.M2 = p2 - m.n * delta2;
-  m.M3 = p3 - 3.0 * delta * p2 + 2.0 * m.n * delta2 * delta;
-  m.M4 = p4 - 4.0 * delta * p3 + 6.0 * delta2 * p2 - 3.0 * m.n * delta2 * delta2;
+  m.M2 = p2 - count * delta2;
+  m.M3 = p3 - 3.0 * delta * p2 + 2.0 * count * delta2 * delta;
+  m.M4 = p4 - 4.0 * delta * p3 + 6.0 * delta2 * p2 - 3.0 * count * delta2 * delta2;
+  *out = m;
+  return true;
+}
+
+// Moments of one block of n <= kBlock float32 values, powers in float, in
+// the carried frame when it fits, else in one found by a first pass; the
+// frame is then updated for the next block. False (nothing written) where
+// float arithmetic does not fit: NaN/Inf, or units outside float's range;
+// block_moments in double handles those.
+KURE_INLINE bool block_moments_float(const float* __restrict__ x, int64_t n, FloatFrame* frame,
+                                     CentralMoments* out) {
+  CentralMoments m;
+  if (!(frame->valid && float_central_moments(x, n, frame->shift, frame->exponent, true, &m))) {
+    frame->valid = false;
+    // Pass 1, from memory: sum (only to pick the shift) and range (for the units).
+    const int64_t vec_end = n - n % (2 * kFloatLanes);
+    float16 sum_a = {}, sum_b = {}, lo = {}, hi = {};
+    lo += x[0];
+    hi = lo;
+    for (int64_t i = 0; i < vec_end; i += 2 * kFloatLanes) {
+      const float16 a = load16(x + i), b = load16(x + i + kFloatLanes);
+      sum_a += a;
+      sum_b += b;
+      lo = a < lo ? a : lo;
+      hi = a > hi ? a : hi;
+      lo = b < lo ? b : lo;
+      hi = b > hi ? b : hi;
+    }
+    double total = 0.0;
+    float min = lo[0], max = hi[0];
+    for (int j = 0; j < kFloatLanes; ++j) {
+      total += static_cast<double>(sum_a[j]) + static_cast<double>(sum_b[j]);
+      min = std::min(min, lo[j]);
+      max = std::max(max, hi[j]);
+    }
+    for (int64_t i = vec_end; i < n; ++i) {
+      total += static_cast<double>(x[i]);
+      min = std::min(min, x[i]);
+      max = std::max(max, x[i]);
+    }
+    if (min == max) {  // a constant block: exact, no arithmetic needed
+      *out = CentralMoments{};
+      out->n = static_cast<double>(n);
+      out->mean = min;
+      return true;
+    }
+    const float shift = static_cast<float>(total / static_cast<double>(n));
+    const double reach =
+        std::max(static_cast<double>(max) - shift, shift - static_cast<double>(min));
+    if (!(reach > 0.0 && std::isfinite(reach))) return false;
+    // Units above the largest deviation: |d| <= 1, so d^4 cannot overflow.
+    const int e = std::ilogb(reach) + 1;
+    if (e < -kMaxFloatExponent || e > kMaxFloatExponent) return false;
+    if (!float_central_moments(x, n, shift, e, false, &m)) return false;
+  }
+  // The next block's frame: this mean, units about 8 standard deviations.
+  const double m2_in_units = m.M2 / m.n;
+  const int e = m.exponent + (m2_in_units > 0.0 ? std::ilogb(m2_in_units) / 2 + 3 : 0);
+  frame->valid = m2_in_units > 0.0 && e >= -kMaxFloatExponent && e <= kMaxFloatExponent;
+  frame->shift = static_cast<float>(m.mean);
+  frame->exponent = e;
   *out = m;
   return true;
 }
@@ -303,11 +347,12 @@ KURE_INLINE bool block_moments_float(const float* __restrict__ x, int64_t n, Cen
 template <typename T>
 KURE_INLINE CentralMoments range_moments_impl(const T* x, int64_t n) {
   CentralMoments acc{};
+  FloatFrame frame;
   for (int64_t b = 0; b < n; b += kBlock) {
     const int64_t len = std::min(kBlock, n - b);
     CentralMoments block;
     if (!(std::is_same<T, float>::value &&
-          block_moments_float(reinterpret_cast<const float*>(x + b), len, &block))) {
+          block_moments_float(reinterpret_cast<const float*>(x + b), len, &frame, &block))) {
       block = block_moments(x + b, len);
     }
     acc = paddle_kure::moments_merge(acc, block);
@@ -338,7 +383,7 @@ KURE_INLINE void scaled_grad_range_impl(const T* __restrict__ x, T* __restrict__
                                         double l2) {
   const double mean = grad.mean, inv_unit = grad.inv_unit, cubic = grad.cubic,
                linear = grad.linear, constant = grad.constant;
-  for_blocks_cache_first<T>(begin, end, [&](int64_t b, int64_t block_end) {
+  for_blocks_cache_first<T>(begin, end, [&](int64_t b, int64_t block_end) KURE_LAMBDA_INLINE {
     const int64_t vec_end = b + (block_end - b) / kLanes * kLanes;
     for (int64_t i = b; i < vec_end; i += kLanes) {
       const double8 v = load8(x + i);
@@ -389,7 +434,7 @@ KURE_INLINE bool float_polynomial(const KurtosisGrad& grad, double m2, int expon
 template <bool kAccumulate>
 KURE_INLINE void float_grad_range(const float* __restrict__ x, float* __restrict__ out,
                                   int64_t begin, int64_t end, const FloatPolynomial& p) {
-  for_blocks_cache_first<float>(begin, end, [&](int64_t b, int64_t block_end) {
+  for_blocks_cache_first<float>(begin, end, [&](int64_t b, int64_t block_end) KURE_LAMBDA_INLINE {
     const int64_t vec_end = b + (block_end - b) / kFloatLanes * kFloatLanes;
     for (int64_t i = b; i < vec_end; i += kFloatLanes) {
       const float16 v = load16(x + i);
