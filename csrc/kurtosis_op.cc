@@ -30,10 +30,12 @@ using paddle_kure::KurtosisGrad;
 using paddle_kure::KurtosisStats;
 
 using paddle_kure::kStatsSize;
-// Values per cache-resident block: the block's mean is found first and its
-// central sums second, both from cache, so memory is read once.
+// Values per cache-resident block: where a block needs a first pass (its mean
+// and range), the pass over its central sums reads it again from cache, so
+// memory is read once.
 constexpr int64_t kBlock = 2048;
-// Below this many values per thread, one thread is faster than starting more (measured).
+// Below this many values per thread, starting a thread (tens of microseconds)
+// costs more than it saves.
 constexpr int64_t kMinPerThread = 1 << 16;
 
 int num_threads_for(int64_t n) {
@@ -115,7 +117,8 @@ KURE_INLINE double lane_sum(double8 v) {
   return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
 }
 
-// Moments of one block of n <= kBlock values.
+// Moments of one block of n <= kBlock values in double: every float64 block,
+// and the float32 blocks that float arithmetic cannot take.
 template <typename T>
 KURE_INLINE CentralMoments block_moments(const T* __restrict__ x, int64_t n) {
   // float32 deviations cannot overflow or underflow double's 4th powers
@@ -190,12 +193,12 @@ KURE_INLINE CentralMoments block_moments(const T* __restrict__ x, int64_t n) {
 // float32 blocks take their powers in float, 16 lanes to a register and no
 // conversions per value; the sums still end in double. Deviations are taken
 // from a float shift near the block mean (exact for values near it, so
-// 1e4 + N(0, 1) loses nothing) and in units 2^e that keep them below 1, so
-// their 4th powers cannot overflow float.
+// 1e4 + N(0, 1) loses nothing) and in units 2^e near their spread, so that
+// their 4th powers stay within float's range.
 typedef float float16 __attribute__((vector_size(64)));
 constexpr int64_t kFloatLanes = 16;
-// Values summed in float before joining the double sums: 8 terms per lane,
-// each below 1 in magnitude (relative error under 1e-6 per run, unbiased).
+// Values summed in float before joining the double sums: 8 terms per lane
+// (a relative error under 1e-6 per run, with no bias).
 constexpr int64_t kFloatRun = 8 * kFloatLanes;
 // Units 2^e beyond this are not float numbers (subnormal data): double then.
 constexpr int kMaxFloatExponent = 100;
