@@ -217,7 +217,7 @@ class PlainNet(paddle.nn.Layer):
 
 
 @pytest.mark.parametrize("l2_coeff", [0.0, 0.3])
-def test_apply_to_grads_sgd_and_momentum_steps_exact(l2_coeff):
+def test_apply_to_grads_momentum_steps_exact(l2_coeff):
     net = PlainNet()
     kure = KurtosisDecay(COEFF, TARGET, l2_coeff=l2_coeff)
     opt = paddle.optimizer.Momentum(LR, momentum=0.9, parameters=net.parameters())
