@@ -110,7 +110,10 @@ class KurtosisDecay(WeightDecayRegularizer):
         step (the term, then its sum with the gradient); here the fused operator
         writes the term straight into the gradient on CPU. Call it between
         ``loss.backward()`` and ``optimizer.step()``; the optimizer then sees
-        the same gradient as with ``ParamAttr(regularizer=self)``.
+        the same gradient as with ``ParamAttr(regularizer=self)``. One
+        difference: an optimizer's own ``weight_decay`` still applies on top
+        (a ``ParamAttr`` regularizer replaces it), so do not also pass a
+        ``KurtosisDecay`` as the optimizer's ``weight_decay``.
 
         Args:
             parameters (Tensor|list[Tensor]): parameters to regularize; those
