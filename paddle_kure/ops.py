@@ -49,20 +49,24 @@ def _dtype_name(x) -> str:
 def _check_input(x, op_name: str) -> None:
     if not isinstance(x, (paddle.Tensor, paddle.static.Variable, paddle.pir.Value)):
         raise TypeError(f"{op_name}: expected a paddle Tensor, got {type(x).__name__}")
-    dtype = _dtype_name(x)
-    if dtype in _GPU_ONLY_DTYPES:
-        # In a static graph the place is known only when it runs; the kernel checks then.
-        on_cpu = paddle.in_dynamic_mode() and not x.place.is_gpu_place()
-        supported = paddle.is_compiled_with_cuda() and not on_cpu
-    else:
-        supported = dtype in _FLOAT_DTYPES
-    if not supported:
-        raise TypeError(
-            f"{op_name}: input dtype {dtype} is not supported; use float32 or float64 "
-            "(float16/bfloat16 on GPU)"
-        )
+    dtype = x.dtype
+    # Identity tests first: this check runs on every regularizer call, and the
+    # name-based one below costs more than the kernel on small tensors.
+    if dtype is not paddle.float32 and dtype is not paddle.float64:
+        dtype = _dtype_name(x)
+        if dtype in _GPU_ONLY_DTYPES:
+            # In a static graph the place is known only when it runs; the kernel checks then.
+            on_cpu = paddle.in_dynamic_mode() and not x.place.is_gpu_place()
+            supported = paddle.is_compiled_with_cuda() and not on_cpu
+        else:
+            supported = dtype in _FLOAT_DTYPES
+        if not supported:
+            raise TypeError(
+                f"{op_name}: input dtype {dtype} is not supported; use float32 or float64 "
+                "(float16/bfloat16 on GPU)"
+            )
     # Static shapes may hold -1 for unknown sizes: only a known 0 is an error.
-    if 0 in list(x.shape):
+    if 0 in x.shape:
         raise ValueError(f"{op_name}: input tensor is empty (shape {list(x.shape)})")
 
 
@@ -145,3 +149,16 @@ def kurtosis_decay_grad(x, coeff: float, target: float = 1.8, l2_coeff: float = 
         attrs=dict(zip(("coeff", "target", "l2_coeff"), attrs)),
     )
     return out
+
+
+def _accumulate_kurtosis_decay(x, grad, coeff: float, target: float, l2_coeff: float) -> None:
+    """grad += kurtosis_decay_grad(x, ...) in place (dygraph), without a new tensor on CPU."""
+    load_library()
+    attrs = (float(coeff), float(target), float(l2_coeff))
+    # grad.detach() shares grad's memory; Paddle refuses in-place writes to a tensor
+    # that is itself marked as needing gradients.
+    target_grad = grad.detach()
+    if x.place.is_cpu_place() and x.is_contiguous() and grad.is_contiguous():
+        _C_ops._run_custom_op("kurtosis_decay_accumulate", x, target_grad, *attrs)
+    else:
+        target_grad.add_(kurtosis_decay_grad(x, *attrs))

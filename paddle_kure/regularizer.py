@@ -1,13 +1,13 @@
 """KurtosisDecay: the KURE weight regularizer in the shape of ``paddle.regularizer.L2Decay``."""
 from __future__ import annotations
 
-
+import paddle
 from paddle import pir
 from paddle.base import framework
 from paddle.regularizer import L2Decay, WeightDecayRegularizer
 
 from ._validate import FLOAT32_MAX, check_int, check_number
-from .ops import kurtosis_decay_grad
+from .ops import _accumulate_kurtosis_decay, kurtosis_decay_grad
 
 __all__ = ["KurtosisDecay"]
 
@@ -111,6 +111,61 @@ class KurtosisDecay(WeightDecayRegularizer):
             return L2Decay(self._l2_coeff)(param, grad, block)
         # kurtosis_decay_grad dispatches dygraph/PIR and legacy static itself.
         return kurtosis_decay_grad(param, self._coeff, self._target, self._l2_coeff, block=block)
+
+    def apply_to_grads_(self, parameters) -> None:
+        """Adds the regularization term to each parameter's ``.grad`` in place
+        (dygraph): an opt-in, faster alternative to setting this regularizer in
+        ``ParamAttr`` or as ``weight_decay``.
+
+        Paddle's regularizer mechanism allocates two tensors per parameter and
+        step (the term, then its sum with the gradient); here the fused operator
+        writes the term straight into the gradient on CPU. Call it between
+        ``loss.backward()`` and ``optimizer.step()``; the optimizer then sees
+        the same gradient as with ``ParamAttr(regularizer=self)``. One
+        difference: an optimizer's own ``weight_decay`` still applies on top
+        (a ``ParamAttr`` regularizer replaces it), so do not also pass a
+        ``KurtosisDecay`` as the optimizer's ``weight_decay``.
+
+        Args:
+            parameters (Tensor|list[Tensor]): parameters to regularize; those
+                without a gradient are skipped, those with fewer than
+                ``min_ndim`` dimensions get the L2 part only.
+
+        Raises:
+            TypeError: for an entry that is not a Tensor.
+            ValueError: for a parameter that already has a ``KurtosisDecay`` of its
+                own (Paddle would add that term too).
+            RuntimeError: outside dygraph mode (in static graphs, use ``ParamAttr``).
+
+        Examples:
+            .. code-block:: python
+
+                >>> import paddle
+                >>> from paddle_kure import KurtosisDecay
+                >>> fc = paddle.nn.Linear(256, 256)
+                >>> opt = paddle.optimizer.Adam(learning_rate=1e-3, parameters=fc.parameters())
+                >>> kure = KurtosisDecay(coeff=1e-2, target=1.8)
+                >>> loss = fc(paddle.randn([8, 256])).square().mean()
+                >>> loss.backward()
+                >>> kure.apply_to_grads_([fc.weight])
+                >>> opt.step()
+        """
+        if not paddle.in_dynamic_mode():
+            raise RuntimeError("KurtosisDecay.apply_to_grads_ works in dygraph mode; in a static graph "
+                               "set the regularizer in ParamAttr instead")
+        if isinstance(parameters, paddle.Tensor):
+            parameters = [parameters]
+        for param in parameters:
+            if not isinstance(param, paddle.Tensor):
+                raise TypeError(f"KurtosisDecay.apply_to_grads_: expected Tensors, got {type(param).__name__}")
+            if isinstance(getattr(param, "regularizer", None), KurtosisDecay):
+                raise ValueError(f"KurtosisDecay.apply_to_grads_: parameter {param.name} already has a KurtosisDecay "
+                                 "regularizer, which the optimizer applies: the term would be added twice")
+            grad = param.grad
+            if grad is not None:
+                # below min_ndim only the L2 part, as in __call__
+                coeff = self._coeff if len(param.shape) >= self._min_ndim else 0.0
+                _accumulate_kurtosis_decay(param, grad, coeff, self._target, self._l2_coeff)
 
     def __str__(self) -> str:
         text = f"KurtosisDecay, coeff={self._coeff:f}, target={self._target:f}"

@@ -3,8 +3,8 @@ import numpy as np
 import paddle
 import pytest
 from graph_modes import static_mode
+from kurtosis_reference import kure_term, kure_term_longdouble, kurtosis_longdouble, numerical_grad
 from kurtosis_reference import kurtosis as ref_kurtosis
-from kurtosis_reference import numerical_grad
 
 import paddle_kure
 
@@ -59,11 +59,86 @@ def test_gradient_matches_central_differences(shape):
 
 
 def test_decay_grad_matches_numerical_reference():
-    from kurtosis_reference import kure_term
-
     x = RNG.normal(size=(6, 5))
     out = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(x), coeff=0.3, target=1.8, l2_coeff=0.01)
     np.testing.assert_allclose(out.numpy(), kure_term(x, 0.3, 1.8, 0.01), rtol=1e-6, atol=1e-9)
+
+
+def op_attrs(*values):
+    """The operator's attributes are float32: the references get the same values."""
+    return [float(np.float32(v)) for v in values]
+
+
+def test_closed_form_reference_matches_central_differences():
+    # the long-double closed form used for large tensors below, checked once against numbers
+    x = RNG.laplace(size=40)
+    np.testing.assert_allclose(kure_term_longdouble(x, 0.3, 1.8, 0.01).astype(np.float64),
+                               kure_term(x, 0.3, 1.8, 0.01), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-150, 1e-100, 1e-20, 1e20, 1e100, 1e150, 1e300])
+def test_float64_kurtosis_is_scale_invariant(scale):
+    # (x - mean)^4 of 1e100 * N(0, 1) overflows a double and that of 1e-100 * N(0, 1)
+    # underflows: the kernel must still find K (a constant tensor's 0 would silence KURE)
+    z = RNG.normal(size=50_001)
+    x = z * scale
+    t = paddle.to_tensor(x, stop_gradient=False)
+    k = paddle_kure.kurtosis(t)
+    np.testing.assert_allclose(float(k), float(kurtosis_longdouble(x)), rtol=1e-12)
+    assert abs(float(k) - 3.0) < 0.1
+    k.backward()
+    expected = kure_term_longdouble(x, 0.5, 0.0)  # 0.5 d/dx (K - 0)^2 = K dK/dx
+    np.testing.assert_allclose(t.grad.numpy() * float(k), expected.astype(np.float64), rtol=1e-9,
+                               atol=1e-12 * float(np.abs(expected).max()))
+    decay = paddle_kure.kurtosis_decay_grad(t.detach(), coeff=0.7, target=1.8)
+    expected = kure_term_longdouble(x, *op_attrs(0.7, 1.8))
+    np.testing.assert_allclose(decay.numpy(), expected.astype(np.float64), rtol=1e-9,
+                               atol=1e-12 * float(np.abs(expected).max()))
+
+
+def test_float64_mixed_magnitudes_and_outlier():
+    # blocks at very different scales and one huge outlier: units follow the largest
+    x = np.concatenate([RNG.normal(size=10_000) * 1e-120, RNG.normal(size=10_000) * 1e80, [3e200]])
+    k = float(paddle_kure.kurtosis(paddle.to_tensor(x)))
+    np.testing.assert_allclose(k, float(kurtosis_longdouble(x)), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("normal", lambda n: RNG.normal(size=n)),
+        ("offset_1e4", lambda n: 1e4 + RNG.normal(size=n)),
+        ("sorted_laplace", lambda n: np.sort(RNG.laplace(size=n))),
+        ("huge", lambda n: 1e37 * RNG.standard_t(6, size=n)),
+        ("subnormal", lambda n: 1e-42 * RNG.uniform(-100, 100, size=n)),
+        ("two_levels", lambda n: np.where(np.arange(n) < n // 3, -5e3, 2e3) + RNG.uniform(size=n)),
+    ],
+)
+@pytest.mark.parametrize("n", [1_000, 5_003, 300_017])  # tails of vectors and blocks; 2 threads
+def test_float32_kernel_matches_long_double_reference(name, make, n):
+    x = make(n).astype("float32")
+    k = float(paddle_kure.kurtosis(paddle.to_tensor(x)))
+    np.testing.assert_allclose(k, float(kurtosis_longdouble(x)), rtol=1e-6)
+    decay = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(x), coeff=0.3, target=1.8, l2_coeff=0.01)
+    expected = kure_term_longdouble(x, *op_attrs(0.3, 1.8, 0.01)).astype(np.float64)
+    # float32 output: errors of a few float32 roundings of the largest term
+    np.testing.assert_allclose(decay.numpy(), expected, rtol=0, atol=2e-6 * float(np.abs(expected).max()))
+
+
+def test_float32_large_tensor_output():
+    # 12 MB: the output pass walks memory both ways and asks for huge pages
+    x = RNG.laplace(size=3_000_001).astype("float32")
+    decay = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(x), coeff=0.25, target=1.75, l2_coeff=0.0625)
+    expected = kure_term_longdouble(x, 0.25, 1.75, 0.0625).astype(np.float64)
+    np.testing.assert_allclose(decay.numpy(), expected, rtol=0, atol=2e-6 * float(np.abs(expected).max()))
+
+
+def test_float32_large_offset_gradient_keeps_precision():
+    # x - mean must not lose the 1e4 offset's digits: mean carried as two floats
+    x = (1e4 + RNG.normal(size=100_000)).astype("float32")
+    decay = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(x), coeff=1.0, target=1.8)
+    expected = kure_term_longdouble(x, *op_attrs(1.0, 1.8)).astype(np.float64)
+    np.testing.assert_allclose(decay.numpy(), expected, rtol=0, atol=2e-6 * float(np.abs(expected).max()))
 
 
 @pytest.mark.parametrize("values", [[2.5] * 9, [4.0]], ids=["constant", "single"])

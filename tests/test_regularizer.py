@@ -250,3 +250,73 @@ def test_optimizer_wide_decay_static_skips_1d_parameters(ir):
         exe.run(main)
         b1 = np.array(paddle.static.global_scope().find_var("b").get_tensor())
     np.testing.assert_allclose(b1, W0[0] - LR * (0.25 + 0.3 * W0[0]), rtol=1e-5, atol=1e-6)
+
+
+class PlainNet(paddle.nn.Layer):
+    """Net's weight without a ParamAttr regularizer, for the apply_to_grads_ path."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = self.create_parameter([6, 4], attr=paddle.ParamAttr(initializer=paddle.nn.initializer.Assign(W0)))
+
+    def forward(self, x):
+        return paddle.matmul(x, self.w).square().mean()
+
+
+@pytest.mark.parametrize("l2_coeff", [0.0, 0.3])
+def test_apply_to_grads_momentum_steps_exact(l2_coeff):
+    net = PlainNet()
+    kure = KurtosisDecay(COEFF, TARGET, l2_coeff=l2_coeff)
+    opt = paddle.optimizer.Momentum(LR, momentum=0.9, parameters=net.parameters())
+    w, v = W0.astype(np.float64), np.zeros_like(W0, dtype=np.float64)
+    for _ in range(2):
+        net(paddle.to_tensor(X)).backward()
+        kure.apply_to_grads_(net.parameters())
+        opt.step()
+        opt.clear_grad()
+        v = 0.9 * v + loss_grad(w) + kure_term(w, COEFF, TARGET, l2_coeff)
+        w = w - LR * v
+        np.testing.assert_allclose(net.w.numpy(), w, rtol=1e-4, atol=1e-5)
+
+
+def test_apply_to_grads_adam_step_exact_and_same_as_param_attr():
+    lr = 1e-3
+    net = PlainNet()
+    opt = paddle.optimizer.Adam(lr, parameters=net.parameters())
+    net(paddle.to_tensor(X)).backward()
+    KurtosisDecay(COEFF, TARGET).apply_to_grads_(net.w)
+    opt.step()
+    g = loss_grad(W0) + kure_term(W0, COEFF, TARGET)
+    np.testing.assert_allclose(net.w.numpy(), _adam_first_step(W0.astype(np.float64), g, lr), rtol=1e-5, atol=1e-7)
+    # the regularizer mechanism computes the same float32 gradient term
+    np.testing.assert_allclose(net.w.numpy(), _one_step(lambda p: paddle.optimizer.Adam(lr, parameters=p)),
+                               rtol=1e-6, atol=1e-9)
+
+
+def test_apply_to_grads_writes_the_gradient_in_place_and_skips_missing_grads():
+    net, frozen = PlainNet(), PlainNet()
+    net(paddle.to_tensor(X)).backward()
+    before = net.w.grad.numpy().astype(np.float64)
+    KurtosisDecay(COEFF, TARGET, l2_coeff=0.1).apply_to_grads_([net.w, frozen.w])  # frozen.w has no grad
+    np.testing.assert_allclose(net.w.grad.numpy(), before + kure_term(W0, COEFF, TARGET, 0.1), rtol=1e-5, atol=1e-7)
+    assert frozen.w.grad is None
+
+
+def test_apply_to_grads_bad_input():
+    kure = KurtosisDecay(COEFF)
+    with pytest.raises(TypeError, match="Tensor"):
+        kure.apply_to_grads_([np.ones(3)])
+    with pytest.raises(ValueError, match="twice"):
+        kure.apply_to_grads_(Net().parameters())  # already regularized through ParamAttr
+    with static_mode("pir"):
+        with pytest.raises(RuntimeError, match="dygraph"):
+            kure.apply_to_grads_([])
+
+
+def test_apply_to_grads_gives_1d_parameters_the_l2_part_only():
+    net = _bias_net()
+    kure = KurtosisDecay(COEFF, TARGET, l2_coeff=0.3)
+    net(paddle.to_tensor(X)).square().mean().backward()
+    grad_b = net.bias.grad.numpy().astype(np.float64)
+    kure.apply_to_grads_(net.parameters())
+    np.testing.assert_allclose(net.bias.grad.numpy(), grad_b + 0.3 * W0[0], rtol=1e-5, atol=1e-6)
