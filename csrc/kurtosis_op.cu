@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kurtosis_cuda.cuh"
+#include "kurtosis_moments.h"
 #include "paddle/extension.h"
 
 namespace {
@@ -59,12 +60,15 @@ paddle::Tensor workspace_for(const paddle::Tensor& x) {
 
 }  // namespace
 
-// kurtosis_op.cc declares Stats as float64 [5] for its InferShape: kure_cuda::kStatsSize.
+// kurtosis_op.cc declares Stats as float64 [paddle_kure::kStatsSize] for its
+// InferShape, the CPU layout; the CUDA kernels use the first kure_cuda::kStatsSize.
+static_assert(kure_cuda::kStatsSize <= paddle_kure::kStatsSize,
+              "the declared Stats output must hold the CUDA kernels' Stats");
 
 std::vector<paddle::Tensor> kurtosis_cuda_forward(const paddle::Tensor& x) {
   const DeviceGuard on_device(x);
   auto out = paddle::empty({}, x.dtype(), x.place());
-  auto stats = paddle::empty({kure_cuda::kStatsSize}, paddle::DataType::FLOAT64, x.place());
+  auto stats = paddle::full({paddle_kure::kStatsSize}, 0.0, paddle::DataType::FLOAT64, x.place());
   auto workspace = workspace_for(x);
   PD_DISPATCH_FLOATING_AND_HALF_TYPES(x.dtype(), "kurtosis_cuda", ([&] {
     check_launch(kure_cuda::kurtosis(device_data<data_t>(x), x.numel(), device_data<data_t>(&out),
