@@ -39,26 +39,23 @@ def demo_markdown(results: dict, source: str) -> str:
         f"- KURE: lambda {config['Kurtosis']['coeff']}, target {config['Kurtosis']['target']}, "
         f"exclude {config['Kurtosis']['exclude']}.", "",
         "Exported models run in `paddle.inference`; top-1 accuracy in %, test (validation).", "",
-        "| method | " + " | ".join(precisions) + " | seconds |", "|---|" + "---:|" * (len(precisions) + 1)]
+        "| method | " + " | ".join(precisions) + " |", "|---|" + "---:|" * len(precisions)]
     for method in methods:
-        cells, seconds = [], 0.0
+        cells = []
         for precision in precisions:
-            r = by_key.get((method, "FP32")) or by_key.get((method, precision))
+            r = by_key.get((method, "FP32")) or by_key.get((method, precision))  # FP32 rows fill every column
             cells.append(f"{_pct(r['test_acc'])} ({_pct(r['val_acc'])})" if r else "-")
-            if r and (method, precision) in by_key:
-                seconds += r.get("seconds", 0.0)
-        if (method, "FP32") in by_key:
-            seconds = by_key[(method, "FP32")].get("seconds", 0.0)
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {seconds:.0f} |")
-    kurtosis_rows = [r for r in records if r.get("weight_kurtosis")]
-    if kurtosis_rows:
-        names = list(kurtosis_rows[0]["weight_kurtosis"])
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    # QAT wraps each layer: "fc1._layer.weight" is "fc1.weight"
+    kurtosis = [(r, {k.replace("._layer.", "."): v for k, v in r["weight_kurtosis"].items()})
+                for r in records if r.get("weight_kurtosis")]
+    if kurtosis:
+        names = list(kurtosis[0][1])
         lines += ["", "Weight kurtosis after training (K = m4 / m2^2 per tensor; QAT rows: latent float weights):",
                   "", "| stage | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        for r in kurtosis_rows:
+        for r, values in kurtosis:
             stage = r["method"] if r["precision"] == "FP32" else f"{r['method']} {r['precision']}"
-            lines.append(f"| {stage} | " + " | ".join(f"{r['weight_kurtosis'].get(n, float('nan')):.2f}"
-                                                     for n in names) + " |")
+            lines.append(f"| {stage} | " + " | ".join(f"{values.get(n, float('nan')):.2f}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
