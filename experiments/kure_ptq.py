@@ -8,7 +8,8 @@ badly chosen quantization step.
 Design (fixed before the full experiment was run):
 
 - Model: an MLP 784-32-32-32-10 with ReLU (``--hidden 32 --depth 2``), 6 epochs. Sized
-  on one probe seed (seed 100, not among the experiment's seeds), FP32 arm only: at
+  on one probe seed (seed 100, not among the experiment's seeds), FP32 arm only, damage
+  read on the test split (a choice of width, never of a KURE difference): at
   hidden 256 W3 per-tensor PTQ cost nothing (86.67 -> 86.74% at abs-max x 1); at
   hidden 32 W3 per-tensor cost 4.2 points averaged over the abs-max ratios
   (85.63 -> 81.41%) and W4 per-tensor 1.1 points; hidden 64 cost 1.9 points.
