@@ -186,6 +186,8 @@ def test_bad_calls_are_refused():
         post_training_quantize(SmallCNN(), [], QuantAwareConfig(use_pact=True), "unused", SPEC)
     with pytest.raises(ValueError, match="weight_bits == activation_bits"):
         post_training_quantize(SmallCNN(), [], QuantAwareConfig(weight_bits=4), "unused", SPEC)
+    with pytest.raises(ValueError, match="weight_bits == activation_bits"):
+        post_training_quantize(SmallCNN(), [], QuantAwareConfig(weight_bits=4, onnx_format=False), "unused", SPEC)
     with pytest.raises(ValueError, match="algo must be one of"):
         post_training_quantize(SmallCNN(), [], QuantAwareConfig(), "unused", SPEC, algo="minmax")
     with pytest.raises(FileNotFoundError, match="no exported model"):

@@ -150,10 +150,12 @@ def post_training_quantize(model, calib_loader, config: QuantAwareConfig, path: 
     check_int("post_training_quantize", "batch_nums", batch_nums, low=1)
     if config.use_pact:
         raise ValueError("QuantAwareConfig.use_pact applies to QAT only; set it false for post_training_quantize")
-    if config.onnx_format and config.weight_bits != config.activation_bits:
+    if config.weight_bits != config.activation_bits:
+        # Paddle's PostTrainingQuantization asserts equal widths in either format.
         raise ValueError(
-            "post_training_quantize with QuantAwareConfig.onnx_format needs weight_bits == activation_bits "
-            f"(got {config.weight_bits} and {config.activation_bits}); set onnx_format false to mix them"
+            "post_training_quantize needs weight_bits == activation_bits "
+            f"(got {config.weight_bits} and {config.activation_bits}); Paddle's post-training quantization "
+            "does not mix them"
         )
     if not paddle.in_dynamic_mode():
         raise RuntimeError("post_training_quantize works on dygraph models: call paddle.disable_static() first")
