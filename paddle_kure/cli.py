@@ -16,6 +16,7 @@ COMMANDS = {
     "analyze": "analyze",
     "robustness": "robustness",
     "transformer": "transformer",
+    "compress": "compress",
 }
 
 
