@@ -14,7 +14,9 @@ The pipeline (legacy static graphs, PaddleSlim 2.6.0 on Paddle 3.3.1):
    test clone (:func:`paddle_kure.quant.static.quant_aware_programs`: the project's
    PACT in both, so the exported model computes what was trained);
 5. train, evaluating the quantized test program every ``eval_iter`` steps and
-   keeping the best weights; ``convert`` and save the INT8 model;
+   keeping the best weights; ``convert`` and save the INT8 model, without the
+   quantize/dequantize pairs ``convert`` makes of the output-scale observers
+   (:func:`paddle_kure.quant.compat.drop_output_quantization`);
 6. evaluate the FP32 and the compressed model in ``paddle.inference``.
 
 Why not PaddleSlim's ``AutoCompression``: it runs on Paddle 3.3.1 (with
@@ -93,6 +95,11 @@ class CompressPlan:
         if selection["include"] is None:  # default: the weights that get quantized
             selection["include"] = [re.escape(op.weight) for op in self.ops if op.quantized and op.weight]
         self.kure = plan_kure(self.program, scope=scope, **selection) if kure.coeff > 0 else None
+
+    def ops_outputs(self, quantized: bool) -> list:
+        """Output names of the planned ops that are (or are not) quantized."""
+        block = self.program.global_block()
+        return [name for op in self.ops if op.quantized == quantized for name in block.ops[op.index].output_arg_names]
 
     def __str__(self) -> str:
         c = self.config
@@ -218,7 +225,8 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
     import paddle
 
     from ..quant import PACTConfig
-    from ..quant.program import distillation_loss, load_inference_program, mark_not_quantized
+    from ..quant.compat import drop_output_quantization
+    from ..quant.program import distillation_loss, load_inference_program, mark_not_quantized, unquantize_inputs
     from ..quant.static import allow_input_gradients, export_static, quant_aware_programs
 
     g, q, t, k = config.Global, config.QuantAware, config.TrainConfig, config.Kurtosis
@@ -236,6 +244,7 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
         scope, teacher_scope = paddle.static.Scope(), paddle.static.Scope()
         exe = paddle.static.Executor(place)
         plan = CompressPlan(config, exe, scope)
+        skipped = plan.ops_outputs(quantized=False)  # read before any pass rewrites the program
         _log(f"plan: {sum(op.quantized for op in plan.ops)} ops quantized, "
              f"KURE on {len(plan.kure.chosen) if plan.kure else 0} weights")
         teacher, _, _ = load_inference_program(*plan.teacher_files, exe, teacher_scope)
@@ -319,6 +328,12 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
             fetch_vars = [test.global_block().var(n) for n in plan.fetch_names]
             export_static(test, out_path, plan.feed_names, fetch_vars, place, q.quant_config(), executor=exe,
                           scope=scope, slim_options=q.slim_options())
+    if q.onnx_format:
+        # convert turns every output-scale observer into a quantize/dequantize pair, which
+        # training never applied and which oneDNN INT8 would run residual adds through.
+        drop_output_quantization(out_path)
+    if skipped:
+        unquantize_inputs(out_path, skipped)
     train_seconds = time.time() - start
     _log(f"saved {out_path}.pdmodel (best eval accuracy {best['accuracy']:.4f} at step {best['step']}); "
          f"evaluating in paddle.inference")

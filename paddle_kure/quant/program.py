@@ -19,6 +19,7 @@ __all__ = [
     "mark_not_quantized",
     "quantization_plan",
     "resolve_model_files",
+    "unquantize_inputs",
 ]
 
 # Distillation losses (PaddleSlim's names) and what each computes.
@@ -201,3 +202,42 @@ def distillation_loss(program, pairs, losses, alphas):
         term = term * float(alpha)
         total = term if total is None else total + term
     return total, feeds
+
+
+def unquantize_inputs(path: str, op_outputs) -> int:
+    """In the saved model at ``path``, feeds the ops that write one of ``op_outputs``
+    their activations unquantized, and removes the quantize/dequantize pairs nobody
+    reads any more; returns how many inputs were changed.
+
+    PaddleSlim's ``convert`` turns the output-scale observer in front of an op that
+    ``not_quant_pattern`` kept in float into a quantize/dequantize pair feeding it:
+    the exported op would see int8-rounded inputs that training never gave it.
+    """
+    from .compat import _rewrite_saved_model
+
+    op_outputs = set(op_outputs)
+    changed = [0]
+
+    def rewrite(block):
+        producer = {name: op for op in block.ops for name in op.output_arg_names}
+        for op in block.ops:
+            if not op_outputs & set(op.output_arg_names):
+                continue
+            for name in list(op.input_arg_names):
+                dequantize = producer.get(name)
+                quantize = producer.get(dequantize.input("X")[0]) if dequantize is not None \
+                    and dequantize.type == "dequantize_linear" else None
+                if quantize is not None and quantize.type == "quantize_linear":
+                    op._rename_input(name, quantize.input("X")[0])
+                    changed[0] += 1
+        while True:  # pairs whose output nobody reads
+            read = {name for op in block.ops for name in op.input_arg_names}
+            orphans = [i for i, op in enumerate(block.ops) if op.type in ("quantize_linear", "dequantize_linear")
+                       and not read & set(op.output_arg_names)]
+            if not orphans:
+                return {}
+            for index in reversed(orphans):
+                block._remove_op(index)
+
+    _rewrite_saved_model(path, rewrite)
+    return changed[0]

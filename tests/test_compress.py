@@ -1,0 +1,254 @@
+"""paddle-kure compress: the config (every PaddleSlim key honoured or refused), the
+plan, distillation losses, the legacy export shim, and the whole run on a small
+SmallCNN inference model evaluated in paddle.inference."""
+import inspect
+import json
+import os
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+from graph_modes import static_mode
+from kurtosis_reference import kurtosis as reference_kurtosis
+
+from paddle_kure.apps.compress_config import (REFUSED_SECTIONS, SECTION_CLASSES, CompressConfig,
+                                              load_compress_config)
+from paddle_kure.config import ConfigError
+from paddle_kure.quant.compat import import_paddleslim
+
+FMNIST = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"
+needs_fmnist = pytest.mark.skipif(not os.path.isfile(FMNIST), reason="Fashion-MNIST package not installed")
+READER = "paddle_kure.data.readers:fashion_mnist"
+
+
+def _config(model_dir="/nonexistent", **sections):
+    data = {
+        "Global": {"model_dir": model_dir, "reader": READER, "batch_size": 64,
+                   "reader_args": {"val_size": 500, "train_size": 256, "eval_size": 300, "seed": 0}},
+        "QuantAware": {"quantize_op_types": ["conv2d", "matmul_v2"]},
+        "TrainConfig": {"epochs": 1, "learning_rate": 1e-4, "eval_iter": 1000, "logging_iter": 1000,
+                        "optimizer_builder": {"optimizer": {"type": "Adam"}, "weight_decay": 1e-4}},
+    }
+    for name, values in sections.items():
+        data[name] = dict(data.get(name, {}), **values)
+    return data
+
+
+# ---- config -------------------------------------------------------------------------------------------
+
+def test_every_paddleslim_key_is_honoured_or_refused():
+    """Each argument of PaddleSlim's strategy classes is a key of the matching section
+    (honoured, or refused with a reason), and each of its strategies is a section or refused."""
+    import_paddleslim()
+    from paddleslim.auto_compression import strategy_config as slim
+
+    import dataclasses
+    for name in ("QuantAware", "Distillation", "TrainConfig"):
+        slim_keys = set(inspect.signature(getattr(slim, name).__init__).parameters) - {"self"}
+        ours = {f.name for f in dataclasses.fields(SECTION_CLASSES[name])}
+        assert slim_keys <= ours, (name, sorted(slim_keys - ours))
+    for strategy in slim.SUPPORTED_CONFIG:
+        assert strategy in SECTION_CLASSES or strategy in REFUSED_SECTIONS, strategy
+
+
+def test_a_full_paddleslim_config_reads(tmp_path):
+    data = _config(
+        Distillation={"loss": "soft_label", "node": ["linear_1.tmp_1"], "alpha": 2.0, "teacher_model_dir": None},
+        QuantAware={"weight_bits": 8, "activation_bits": 8, "not_quant_pattern": ["skip_quant"], "use_pact": True,
+                    "activation_quantize_type": "moving_average_abs_max", "weight_quantize_type": "abs_max",
+                    "dtype": "int8", "window_size": 10000, "moving_rate": 0.9, "for_tensorrt": False,
+                    "onnx_format": True, "is_full_quantize": False},
+        TrainConfig={"train_iter": 5, "learning_rate": {"type": "CosineAnnealingDecay", "learning_rate": 0.01,
+                                                        "T_max": 5},
+                     "optimizer_builder": {"optimizer": {"type": "Momentum", "momentum": 0.9},
+                                           "regularizer": {"type": "L2Decay", "coeff": 4e-5},
+                                           "grad_clip": {"type": "ClipGradByGlobalNorm", "clip_norm": 1.0}},
+                     "origin_metric": 0.8, "target_metric": 0.9, "amp_config": None, "sparse_model": False},
+        Kurtosis={"coeff": 0.5, "auto_exclude": "log_mad"},
+    )
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    config = load_compress_config(str(path))
+    assert config.TrainConfig.weight_decay() == 4e-5
+    assert isinstance(config.TrainConfig.learning_rate_value(), paddle.optimizer.lr.CosineAnnealingDecay)
+    assert config.QuantAware.quant_config().weight_quantize_type == "abs_max"
+    assert config.Distillation.per_node(["linear_1.tmp_1"]) == [("linear_1.tmp_1", "soft_label", 2.0)]
+    assert config.Kurtosis.exclude == ()  # the run command's "conv1.*" names a dygraph layer
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("QuantAware", "is_full_quantize", True, "residual adds"),
+    ("QuantAware", "dtype", "uint8", "take int8"),
+    ("QuantAware", "for_tensorrt", True, "TensorRT"),
+    ("TrainConfig", "amp_config", {"use_pure_fp16": True}, "mixed precision"),
+    ("TrainConfig", "sparse_model", True, "pruning"),
+    ("Global", "reader_config", "configs/data.yaml", "Global.reader names"),
+    ("Global", "deploy_backend", "tensorrt", "paddle.inference on CPU"),
+])
+def test_refused_values_say_why(section, key, value, message):
+    with pytest.raises(ConfigError, match=rf"{section}\.{key}: .* is not supported: .*{message}"):
+        CompressConfig.from_dict(_config(**{section: {key: value}}))
+
+
+def test_refused_sections_and_unknown_keys():
+    with pytest.raises(ConfigError, match="QuantPost is not supported.*post-training"):
+        CompressConfig.from_dict(dict(_config(), QuantPost={"algo": "avg"}))
+    with pytest.raises(ConfigError, match="unknown section.*'Foo'"):
+        CompressConfig.from_dict(dict(_config(), Foo={}))
+    with pytest.raises(ConfigError, match=r"QuantAware: unknown keys \['weight_bit'\]; allowed keys: "):
+        CompressConfig.from_dict(_config(QuantAware={"weight_bit": 8}))
+    with pytest.raises(ConfigError, match="TrainConfig.epochs or train_iter is required"):
+        CompressConfig.from_dict(_config(TrainConfig={"epochs": None}))
+    with pytest.raises(ConfigError, match="reader must be 'module:function'"):
+        CompressConfig.from_dict(_config(Global={"reader": "paddle_kure.data.readers"}))
+    with pytest.raises(ConfigError, match="weight_bits must be one of"):
+        CompressConfig.from_dict(_config(QuantAware={"weight_bits": 6}))
+    with pytest.raises(ConfigError, match="loss lists 2 values for 1 nodes"):
+        CompressConfig.from_dict(_config(Distillation={"node": ["a"], "loss": ["l2", "l2"]}))
+    with pytest.raises(ConfigError, match="on_activations"):
+        CompressConfig.from_dict(_config(Kurtosis={"on_activations": True}))
+    with pytest.raises(ConfigError, match="only {type: L2Decay"):
+        CompressConfig.from_dict(_config(TrainConfig={"optimizer_builder": {"regularizer": {"type": "L1Decay"}}}))
+    with pytest.raises(ConfigError, match="section TrainConfig is required"):
+        CompressConfig.from_dict({k: v for k, v in _config().items() if k != "TrainConfig"})
+
+
+# ---- library pieces -----------------------------------------------------------------------------------
+
+def test_distillation_losses_match_numpy():
+    from paddle_kure.quant.program import distillation_loss
+
+    rng = np.random.default_rng(0)
+    student_value, teacher_value = rng.normal(size=(2, 5, 3)).astype("float32")
+    with static_mode("legacy"):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data("x", [5, 3], "float32")
+            out = x * 1.0
+            loss, feeds = distillation_loss(main, [out.name, out.name], ["l2", "soft_label"], [0.5, 2.0])
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        value, = exe.run(main, feed={"x": student_value, feeds[0]: teacher_value, feeds[1]: teacher_value},
+                         fetch_list=[loss])
+    p = np.exp(teacher_value) / np.exp(teacher_value).sum(-1, keepdims=True)
+    log_q = student_value - np.log(np.exp(student_value).sum(-1, keepdims=True))
+    expected = 0.5 * np.mean((student_value - teacher_value) ** 2) + 2.0 * np.mean(-(p * log_q).sum(-1))
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+
+
+def test_legacy_export_of_a_bert_matches_dygraph(tmp_path):
+    from paddle_kure.models import BertClassifier, BertConfig, BertModel
+    from paddle_kure.quant import InferenceModel
+    from paddle_kure.quant.legacy import save_legacy_inference_model
+
+    paddle.seed(0)
+    model = BertClassifier(BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                num_attention_heads=2, intermediate_size=32)), 3)
+    spec = [paddle.static.InputSpec([None, 8], "int64", n) for n in ("input_ids", "token_type_ids", "attention_mask")]
+    matmul = paddle.matmul
+    save_legacy_inference_model(model, str(tmp_path / "bert"), spec)
+    assert paddle.matmul is matmul  # the shim is gone
+    assert model.training  # the mode is restored
+    model.eval()
+    assert os.path.isfile(tmp_path / "bert.pdmodel")
+    rng = np.random.default_rng(0)
+    ids, types = rng.integers(1, 50, (4, 8)), np.zeros((4, 8), "int64")
+    mask = np.ones((4, 8), "int64")
+    mask[1, 5:] = 0
+    expected = model(*(paddle.to_tensor(a) for a in (ids, types, mask))).numpy()
+    np.testing.assert_allclose(InferenceModel(str(tmp_path / "bert")).predict(ids, types, mask), expected, atol=1e-5)
+
+
+# ---- the whole run on a SmallCNN inference model ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cnn_model(tmp_path_factory):
+    """A SmallCNN trained a little on Fashion-MNIST, saved as a legacy inference model."""
+    from paddle_kure.data import load_fashion_mnist
+    from paddle_kure.models import SmallCNN
+    from paddle_kure.quant.legacy import save_legacy_inference_model
+    from paddle_kure.train import fit, make_optimizer
+
+    paddle.seed(0)
+    data = load_fashion_mnist(val_size=500, train_size=2000, test_size=1, seed=0)
+    model = SmallCNN()
+    fit(model, make_optimizer("adam", 2e-3, model.parameters()), data.train_images, data.train_labels, 1, 64,
+        seed=0, progress=False)
+    folder = tmp_path_factory.mktemp("cnn")
+    save_legacy_inference_model(model, str(folder / "fp32"),
+                                [paddle.static.InputSpec([None, 1, 28, 28], "float32", "image")])
+    weights = {name: p.numpy() for name, p in model.named_parameters()}
+    return str(folder), weights
+
+
+def _saved_ops(prefix):
+    with static_mode("legacy"):
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        program, _, _ = paddle.static.load_inference_model(prefix, exe)
+        return [(op.type, op.input("X")[0] if "X" in op.input_names else "") for op in program.global_block().ops], \
+            [v.name for v in program.list_vars() if v.persistable]
+
+
+@needs_fmnist
+def test_dry_run_plan_lists_ops_and_kurtosis(cnn_model, capsys):
+    from paddle_kure import cli
+
+    model_dir, weights = cnn_model
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(_config(model_dir, QuantAware={"not_quant_pattern": ["linear_1"]},
+                               Kurtosis={"exclude": ["conv2d_0.w_0"]}), f)
+    assert cli.main(["compress", f.name, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "ops quantized: 3 of 4" in out
+    assert "not_quant_pattern 'linear_1'" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("conv2d_", "linear_"))}
+    # program names follow the layer order: conv1, conv2, fc1, fc2
+    for program_name, layer_name in (("conv2d_1.w_0", "conv2.weight"), ("linear_0.w_0", "fc1.weight")):
+        assert rows[program_name][3] == "yes"
+        np.testing.assert_allclose(float(rows[program_name][2]), reference_kurtosis(weights[layer_name]), rtol=1e-3)
+    assert rows["conv2d_0.w_0"][3] == "no" and rows["linear_1.w_0"][3] == "no"  # excluded, not quantized
+    assert not os.path.exists(os.path.join(model_dir, "output"))  # nothing trained or written
+
+
+@needs_fmnist
+def test_compress_smallcnn_w8a8_with_kure(cnn_model, tmp_path):
+    from paddle_kure.apps.compress import compress
+
+    model_dir, _ = cnn_model
+    config = CompressConfig.from_dict(_config(
+        model_dir, Global={"save_dir": str(tmp_path)}, QuantAware={"not_quant_pattern": ["linear_1"]},
+        TrainConfig={"eval_iter": 2, "learning_rate": 1e-3}, Kurtosis={"coeff": 5.0}))
+    report = compress(config)
+    assert json.load(open(tmp_path / "compress.json"))["best_step"] == report["best_step"]
+    accuracy = {(r["model"], r["setup"]): r["accuracy"] for r in report["paddle_inference"]}
+    fp32 = accuracy[("FP32", "native")]
+    assert fp32 > 0.6  # trained: far above chance
+    for setup in ("native", "onednn-int8"):
+        assert abs(accuracy[("W8A8", setup)] - fp32) <= 0.03, (setup, accuracy)
+    # KURE pulled every regularized weight's kurtosis toward 1.8
+    for name, before in report["kurtosis_before"].items():
+        assert abs(report["kurtosis_after"][name] - 1.8) < abs(before - 1.8), name
+    ops, persistable = _saved_ops(str(tmp_path / "model"))
+    dequantized = {x for op_type, x in ops if op_type == "dequantize_linear"}
+    assert {"conv2d_0.w_0", "conv2d_1.w_0", "linear_0.w_0"} <= set(persistable) & dequantized  # int8 weights
+    assert "linear_1.w_0" not in dequantized  # not_quant_pattern
+    # activations are quantized only where they enter a conv or matmul (no output observers)
+    quantized_inputs = {x for op_type, x in ops if op_type == "quantize_linear"}
+    assert quantized_inputs == {"image", "pool2d_0.tmp_0", "flatten_0.tmp_0"}, quantized_inputs
+
+
+@needs_fmnist
+def test_compress_with_pact_keeps_pact_in_the_export(cnn_model, tmp_path):
+    from paddle_kure.apps.compress import compress
+
+    model_dir, _ = cnn_model
+    config = CompressConfig.from_dict(_config(
+        model_dir, Global={"save_dir": str(tmp_path)}, QuantAware={"use_pact": True},
+        TrainConfig={"train_iter": 3, "epochs": None}, Kurtosis={"coeff": 0.0}))
+    report = compress(config)
+    assert report["kurtosis_before"] == {}  # coeff 0: KURE off
+    _, persistable = _saved_ops(str(tmp_path / "model"))
+    assert len([n for n in persistable if n.endswith(".pact_alpha")]) == 4  # one per quantized op input
+    accuracy = {(r["model"], r["setup"]): r["accuracy"] for r in report["paddle_inference"]}
+    assert abs(accuracy[("W8A8", "native")] - accuracy[("FP32", "native")]) <= 0.05
