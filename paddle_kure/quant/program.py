@@ -74,6 +74,7 @@ def load_inference_program(model_path: str, params_path: str, executor, scope, t
     and fetch ops go, so that an optimizer can train it and more inputs can be fed.
     """
     import paddle
+    from paddle.base import unique_name
 
     from .compat import import_paddleslim
 
@@ -93,8 +94,16 @@ def load_inference_program(model_path: str, params_path: str, executor, scope, t
             # A throwaway startup program: the parameters' initializers must never
             # run, they would overwrite the loaded values.
             program = recover_inference_program(program, paddle.static.Program())
-            # The executor adds feed ops for what is fed, distillation targets included.
             block = program.global_block()
+            for op in block.ops:  # saved for inference, dropout lost the mask its gradient needs
+                if op.type == "dropout" and "Mask" not in op.output_names:
+                    mask = block.create_var(name=op.output("Out")[0] + ".mask", dtype="uint8",
+                                            shape=block.var(op.input("X")[0]).shape, stop_gradient=True)
+                    op.desc.set_output("Mask", [mask.name])
+            # Operators on Variables name their outputs with the program's own generator,
+            # which restarts at tmp_0 on a loaded program: the saved model's names.
+            program._name_generator = unique_name.UniqueNameGenerator("trainable_")
+            # The executor adds feed ops for what is fed, distillation targets included.
             for index in reversed([i for i, op in enumerate(block.ops) if op.type == "feed"]):
                 block._remove_op(index)
     return program, list(feed_names), fetch_names
