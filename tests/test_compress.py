@@ -313,3 +313,36 @@ def test_compress_minilm_slice_w8a8(minilm_slice, tmp_path):
     assert accuracy[("FP32", "native")] > 0.55, accuracy  # above chance (0.5): the head learned something
     for setup in ("native", "onednn-int8"):
         assert abs(accuracy[("W8A8", setup)] - accuracy[("FP32", "native")]) <= 0.04, accuracy
+
+
+def test_model_files_are_found_or_the_error_says_what_is_there(tmp_path):
+    from paddle_kure.quant.program import resolve_model_files
+
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        resolve_model_files(str(tmp_path / "missing"))
+    (tmp_path / "m.json").write_text("{}")
+    with pytest.raises(ValueError, match="PIR model.*OldIrGuard"):
+        resolve_model_files(str(tmp_path))
+    for name in ("a.pdmodel", "b.pdmodel", "a.pdiparams"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(ValueError, match=r"exactly one \*.pdmodel.*\['a.pdmodel', 'b.pdmodel'\]"):
+        resolve_model_files(str(tmp_path))
+    assert resolve_model_files(str(tmp_path), "a.pdmodel") == (str(tmp_path / "a.pdmodel"),
+                                                               str(tmp_path / "a.pdiparams"))
+    with pytest.raises(FileNotFoundError, match="b.pdiparams"):
+        resolve_model_files(str(tmp_path), "b.pdmodel")
+
+
+def test_reader_errors_name_the_problem():
+    from paddle_kure.apps.compress_config import resolve_reader
+    from paddle_kure.data.readers import fashion_mnist
+
+    with pytest.raises(ValueError, match="cannot import 'no_such_module'"):
+        resolve_reader("no_such_module:f")
+    with pytest.raises(ValueError, match="has no function 'nope'"):
+        resolve_reader("paddle_kure.data.readers:nope")
+    assert resolve_reader(READER) is fashion_mnist
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fashion_mnist("test", 8)
+    with pytest.raises(ValueError, match="eval_split must be"):
+        fashion_mnist("eval", 8, eval_split="train")
