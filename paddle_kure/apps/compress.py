@@ -14,7 +14,9 @@ The pipeline (legacy static graphs, PaddleSlim 2.6.0 on Paddle 3.3.1):
    test clone (:func:`paddle_kure.quant.static.quant_aware_programs`: the project's
    PACT in both, so the exported model computes what was trained);
 5. train, evaluating the quantized test program every ``eval_iter`` steps and
-   keeping the best weights; ``convert`` and save the INT8 model, without the
+   keeping the best weights; ``convert`` and save the INT8 model, with its weights
+   stored dequantized on their int8 grid
+   (:func:`paddle_kure.quant.program.dequantize_stored_weights`) and without the
    quantize/dequantize pairs ``convert`` makes of the output-scale observers
    (:func:`paddle_kure.quant.compat.drop_output_quantization`);
 6. evaluate the FP32 and the compressed model in ``paddle.inference``.
@@ -226,7 +228,8 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
 
     from ..quant import PACTConfig
     from ..quant.compat import drop_output_quantization
-    from ..quant.program import distillation_loss, load_inference_program, mark_not_quantized, unquantize_inputs
+    from ..quant.program import distillation_loss, load_inference_program, mark_not_quantized, \
+        unquantize_inputs, dequantize_stored_weights
     from ..quant.static import allow_input_gradients, export_static, quant_aware_programs
 
     g, q, t, k = config.Global, config.QuantAware, config.TrainConfig, config.Kurtosis
@@ -281,9 +284,8 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
                 return _evaluate(lambda feed: exe.run(test, feed=feed, fetch_list=[plan.fetch_names[0]])[0],
                                  eval_reader, plan.feed_names)
 
-            best = {"accuracy": evaluate_test_program(), "step": 0, "values": _snapshot(test, scope)}
-            history.append({"step": 0, "eval_accuracy": best["accuracy"]})
-            _log(f"step 0: quantized model eval accuracy {best['accuracy']:.4f}")
+            # No evaluation before training: the activation scales start uncalibrated (0.001).
+            best = {"accuracy": -1.0, "step": 0, "values": None}
             step, done = 0, False
             epochs = t.epochs if t.train_iter is None else None
             epoch = 0
@@ -336,6 +338,7 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
         drop_output_quantization(out_path)
     if skipped:
         unquantize_inputs(out_path, skipped)
+    dequantize_stored_weights(out_path)
     train_seconds = time.time() - start
     _log(f"saved {out_path}.pdmodel (best eval accuracy {best['accuracy']:.4f} at step {best['step']}); "
          f"evaluating in paddle.inference")

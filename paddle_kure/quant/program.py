@@ -14,6 +14,7 @@ from typing import Optional
 __all__ = [
     "DISTILL_LOSSES",
     "QuantizedOp",
+    "dequantize_stored_weights",
     "distillation_loss",
     "load_inference_program",
     "mark_not_quantized",
@@ -250,3 +251,46 @@ def unquantize_inputs(path: str, op_outputs) -> int:
 
     _rewrite_saved_model(path, rewrite)
     return changed[0]
+
+
+def dequantize_stored_weights(path: str) -> list:
+    """Stores every int8 weight of the saved model at ``path`` as the float32 values
+    it dequantizes to (``q * scale / (2^(b-1) - 1)``, per channel along ``quant_axis``
+    or per tensor) and removes its ``dequantize_linear`` op; returns the weight names.
+
+    The values stay on the int8 grid, so the model computes what it computed. Why:
+    oneDNN's INT8 pass (``quant_dequant_onednn_pass``) mishandles per-channel
+    ``matmul_v2`` weights; given float weights, oneDNN takes each output channel's
+    abs-max as its scale itself, which recovers the same grid.
+    """
+    import numpy as np
+    import paddle
+
+    from .compat import _rewrite_saved_model
+
+    names = []
+
+    def rewrite(block):
+        scope = paddle.static.global_scope()
+        place = paddle.CPUPlace()
+        for op in list(block.ops):
+            if op.type != "dequantize_linear" or not block.var(op.input("X")[0]).persistable:
+                continue
+            weight, out = op.input("X")[0], op.output("Y")[0]
+            values = np.array(scope.find_var(weight).get_tensor()).astype("float32")
+            scale = np.array(scope.find_var(op.input("Scale")[0]).get_tensor()).astype("float32")
+            qmax = 2 ** (op.attr("bit_length") - 1) - 1
+            if scale.size > 1:
+                shape = [1] * values.ndim
+                shape[op.attr("quant_axis")] = scale.size
+                scale = scale.reshape(shape)
+            scope.find_var(weight).get_tensor().set(values * scale / qmax, place)
+            for user in block.ops:
+                if out in user.input_arg_names:
+                    user._rename_input(out, weight)
+            block._remove_op(list(block.ops).index(op))
+            names.append(weight)
+        return {}
+
+    _rewrite_saved_model(path, rewrite)
+    return names
