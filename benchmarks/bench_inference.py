@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS),
+                        help="predictor setups timed (default: all); the first model's first setup is the baseline")
     parser.add_argument("--json", help="also write the measurements here")
     args = parser.parse_args(argv)
 
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"no exported models {missing}: run `paddle-kure run` (or `paddle-kure compress`) first")
     rows = []
     for name, prefix in prefixes.items():
-        for setup in SETUPS:
+        for setup in args.setups:
             if setup == "onednn-int8" and name == "fp32":
                 continue
             try:
@@ -116,12 +118,12 @@ def main(argv=None) -> int:
                              "samples_per_s": batch / seconds, "batch_accuracy": agreement})
 
     native = {r["batch"]: r["latency_ms"] for r in rows
-              if r["model"] == args.models[0] and r["setup"] == "native" and "latency_ms" in r}
+              if r["model"] == args.models[0] and r["setup"] == args.setups[0] and "latency_ms" in r}
     best = {batch: min(r["latency_ms"] for r in rows if r["model"] == args.models[0] and r.get("batch") == batch)
             for batch in native}
-    print(f"threads={args.threads}, repeats={args.repeats} (median); speedup = {args.models[0]} latency (native, "
+    print(f"threads={args.threads}, repeats={args.repeats} (median); speedup = {args.models[0]} latency ({args.setups[0]}, "
           f"or its best setup) / latency\n")
-    print("| model | setup | batch | latency (ms) | samples/s | speedup vs FP32 native | vs best FP32 |")
+    print(f"| model | setup | batch | latency (ms) | samples/s | speedup vs FP32 {args.setups[0]} | vs best FP32 |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:

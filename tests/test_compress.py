@@ -360,3 +360,10 @@ def test_reader_errors_name_the_problem():
         fashion_mnist("test", 8)
     with pytest.raises(ValueError, match="eval_split must be"):
         fashion_mnist("eval", 8, eval_split="train")
+
+
+@pytest.mark.parametrize("name", ["smallcnn_w8a8.yaml", "minilm_w8a8.yaml"])
+def test_example_configs_read(name):
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "compress", name)
+    config = load_compress_config(path)
+    assert config.QuantAware.weight_bits == 8 and config.Global.reader.startswith("paddle_kure.data.readers:")
