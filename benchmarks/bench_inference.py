@@ -46,6 +46,8 @@ def time_predictor(predictor, inputs, repeats: int, warmup: int):
     output = predictor.get_output_handle(predictor.get_output_names()[0])
     for _ in range(warmup):
         predictor.run()
+    if not repeats:  # warm-up only
+        return 0.0, output.copy_to_cpu()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -81,6 +83,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS),
                         help="predictor setups timed (default: all); the first model's first setup is the baseline")
+    parser.add_argument("--interleave", action="store_true",
+                        help="time the predictors in turn, one run each per round, so that a shared machine's "
+                             "load falls on all of them alike")
     parser.add_argument("--json", help="also write the measurements here")
     args = parser.parse_args(argv)
 
@@ -101,21 +106,29 @@ def main(argv=None) -> int:
     missing = [p + ".pdmodel" for p in prefixes.values() if not os.path.isfile(p + ".pdmodel")]
     if missing:
         raise SystemExit(f"no exported models {missing}: run `paddle-kure run` (or `paddle-kure compress`) first")
-    rows = []
+    rows, predictors = [], []
     for name, prefix in prefixes.items():
         for setup in args.setups:
             if setup == "onednn-int8" and name == "fp32":
                 continue
             try:
-                predictor = make_predictor(prefix, setup, args.threads)
+                predictors.append((name, setup, make_predictor(prefix, setup, args.threads)))
             except Exception as err:  # a setup Paddle cannot build for this model is reported, not fatal
                 rows.append({"model": name, "setup": setup, "error": str(err).splitlines()[0][:120]})
-                continue
-            for batch in args.batch_sizes:
-                seconds, logits = time_predictor(predictor, [x[:batch] for x in inputs], args.repeats, args.warmup)
-                agreement = accuracy(logits, labels[:batch])
-                rows.append({"model": name, "setup": setup, "batch": batch, "latency_ms": 1000 * seconds,
-                             "samples_per_s": batch / seconds, "batch_accuracy": agreement})
+    for batch in args.batch_sizes:
+        batch_inputs = [x[:batch] for x in inputs]
+        if args.interleave:
+            measured = [time_predictor(p, batch_inputs, 0, args.warmup) for _, _, p in predictors]
+            times = [[] for _ in predictors]
+            for _ in range(args.repeats):
+                for i, (_, _, predictor) in enumerate(predictors):
+                    times[i].append(time_predictor(predictor, batch_inputs, 1, 0)[0])
+            measured = [(float(np.median(t)), logits) for t, (_, logits) in zip(times, measured)]
+        else:
+            measured = [time_predictor(p, batch_inputs, args.repeats, args.warmup) for _, _, p in predictors]
+        for (name, setup, _), (seconds, logits) in zip(predictors, measured):
+            rows.append({"model": name, "setup": setup, "batch": batch, "latency_ms": 1000 * seconds,
+                         "samples_per_s": batch / seconds, "batch_accuracy": accuracy(logits, labels[:batch])})
 
     native = {r["batch"]: r["latency_ms"] for r in rows
               if r["model"] == args.models[0] and r["setup"] == args.setups[0] and "latency_ms" in r}
