@@ -21,6 +21,7 @@ COMMANDS = {
     "analyze": "analyze",
     "robustness": "robustness",
     "transformer": "transformer",
+    "compress": "compress",
 }
 
 

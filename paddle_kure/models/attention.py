@@ -25,12 +25,12 @@ def self_attention(x, query, key, value, num_heads, key_bias, dropout):
     Returns:
         Tensor: [batch, length, width of the projections], before any output projection.
     """
-    batch, length, _ = x.shape
-
     def split_heads(t):
-        return t.reshape([batch, length, num_heads, -1]).transpose([0, 2, 1, 3])
+        # 0 copies the batch and length sizes, which a static graph may not know (-1);
+        # the head size stays a number there, so the scaling below is one too.
+        return t.reshape([0, 0, num_heads, t.shape[-1] // num_heads]).transpose([0, 2, 1, 3])
 
     q, k, v = (split_heads(proj(x)) for proj in (query, key, value))
     scores = paddle.matmul(q, k, transpose_y=True) / math.sqrt(q.shape[-1]) + key_bias
     context = paddle.matmul(dropout(F.softmax(scores, axis=-1)), v)
-    return context.transpose([0, 2, 1, 3]).reshape([batch, length, -1])
+    return context.transpose([0, 2, 1, 3]).reshape([0, 0, -1])

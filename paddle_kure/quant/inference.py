@@ -5,9 +5,38 @@ import os
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_choice, check_int
 
-__all__ = ["InferenceModel"]
+__all__ = ["InferenceModel", "PREDICTOR_SETUPS", "cpu_predictor_config"]
+
+# CPU predictor setups: Paddle's own kernels, oneDNN FP32 kernels, oneDNN with its
+# INT8 path (which turns a quantized model's quantize/dequantize pairs into int8 kernels).
+PREDICTOR_SETUPS = ("native", "onednn", "onednn-int8")
+
+
+def cpu_predictor_config(path: str, setup: str = "native", threads: int = 1, ir_optim: bool = True):
+    """A ``paddle.inference.Config`` for ``path + '.pdmodel'/'.pdiparams'`` on CPU
+    in one of :data:`PREDICTOR_SETUPS`, with ``threads`` math-library threads."""
+    from paddle import inference
+
+    check_choice("cpu_predictor_config", "setup", setup, PREDICTOR_SETUPS)
+    check_int("cpu_predictor_config", "threads", threads, low=1)
+    files = [path + ".pdmodel", path + ".pdiparams"]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"no exported model at {path!r} (missing {missing})")
+    config = inference.Config(*files)
+    config.disable_glog_info()
+    config.disable_gpu()
+    config.switch_ir_optim(ir_optim)
+    config.set_cpu_math_library_num_threads(threads)
+    if setup == "native":
+        config.disable_onednn()
+    else:
+        config.enable_onednn()
+        if setup == "onednn-int8":
+            config.enable_onednn_int8()
+    return config
 
 
 class InferenceModel:
@@ -18,6 +47,9 @@ class InferenceModel:
     Args:
         path (str): path prefix of the model files.
         ir_optim (bool, optional): let Paddle fuse and rewrite the graph. Default True.
+        setup (str, optional): one of :data:`PREDICTOR_SETUPS`; None (default): Paddle's
+            default CPU config.
+        threads (int, optional): math-library threads, with ``setup``. Default 1.
 
     Examples:
         .. code-block:: python
@@ -27,7 +59,7 @@ class InferenceModel:
             >>> logits = model.predict(images, batch_size=1000)  # doctest: +SKIP
     """
 
-    def __init__(self, path: str, ir_optim: bool = True) -> None:
+    def __init__(self, path: str, ir_optim: bool = True, setup: str | None = None, threads: int = 1) -> None:
         from paddle import inference
 
         # Saved models may use paddle_kure's custom operators: register them here.
@@ -38,9 +70,12 @@ class InferenceModel:
         missing = [f for f in files if not os.path.isfile(f)]
         if missing:
             raise FileNotFoundError(f"InferenceModel: no exported model at {path!r} (missing {missing})")
-        config = inference.Config(*files)
-        config.disable_glog_info()
-        config.switch_ir_optim(ir_optim)
+        if setup is not None:
+            config = cpu_predictor_config(path, setup, threads, ir_optim)
+        else:
+            config = inference.Config(*files)
+            config.disable_glog_info()
+            config.switch_ir_optim(ir_optim)
         self.path = path
         self._predictor = inference.create_predictor(config)
         self.input_names = list(self._predictor.get_input_names())

@@ -92,19 +92,22 @@ def pact_preprocess(pact: PACTConfig | None = None):
     return preprocess
 
 
-def _slim_config(config: QuantAwareConfig) -> dict:
-    return {
+def _slim_config(config: QuantAwareConfig, slim_options=None) -> dict:
+    """PaddleSlim's config dict; ``slim_options`` adds or overrides PaddleSlim keys
+    that QuantAwareConfig does not carry (``not_quant_pattern``, ``window_size``, ...)."""
+    return dict({
         "weight_bits": config.weight_bits,
         "activation_bits": config.activation_bits,
         "weight_quantize_type": config.weight_quantize_type,
         "activation_quantize_type": config.activation_quantize_type,
         "quantize_op_types": list(config.quantize_op_types),
         "onnx_format": config.onnx_format,
-    }
+    }, **(slim_options or {}))
 
 
 def quant_aware_programs(train_program, test_program, place, config: QuantAwareConfig,
-                         pact: PACTConfig | None = None, optimizer_func=None, executor=None, scope=None):
+                         pact: PACTConfig | None = None, optimizer_func=None, executor=None, scope=None,
+                         slim_options=None):
     """Inserts fake quantization (and, with ``config.use_pact``, PACT) into a legacy
     training Program (after ``minimize``) and its test clone, with
     ``paddleslim.quant.quant_aware``. Returns ``(train, test)``: run ``train``
@@ -117,6 +120,7 @@ def quant_aware_programs(train_program, test_program, place, config: QuantAwareC
         optimizer_func: returns the optimizer that trains the PACT alphas (needed
             with ``use_pact``); e.g. ``lambda: paddle.optimizer.Momentum(0.01)``.
         pact (PACTConfig): PACT options, ``init`` a number (default 6.0).
+        slim_options (dict): more ``quant_aware`` config keys (see ``_slim_config``).
     """
     if not isinstance(config, QuantAwareConfig):
         raise TypeError(f"config must be a QuantAwareConfig, got {type(config).__name__}")
@@ -139,7 +143,7 @@ def quant_aware_programs(train_program, test_program, place, config: QuantAwareC
 
     scope = scope or paddle.static.global_scope()
     executor = executor or paddle.static.Executor(place)
-    slim_config = _slim_config(config)
+    slim_config = _slim_config(config, slim_options)
     common = dict(place=place, config=slim_config, scope=scope, act_preprocess_func=preprocess,
                   optimizer_func=optimizer_func, executor=executor)
     with compat.test_subgraphs_for_test():
@@ -153,7 +157,7 @@ def quant_aware_programs(train_program, test_program, place, config: QuantAwareC
 
 
 def export_static(test_program, path: str, feed_names, fetch_vars, place, config: QuantAwareConfig,
-                  executor=None, scope=None) -> None:
+                  executor=None, scope=None, slim_options=None) -> None:
     """``paddleslim.quant.convert`` of a trained quantized test program, then
     ``paddle.static.save_inference_model`` to ``path + '.pdmodel'/'.pdiparams'``
     (run it with :class:`paddle_kure.quant.InferenceModel`)."""
@@ -163,7 +167,7 @@ def export_static(test_program, path: str, feed_names, fetch_vars, place, config
     scope = scope or paddle.static.global_scope()
     executor = executor or paddle.static.Executor(place)
     with compat.freeze_pass_knows_preprocessed_inputs():
-        inference_program = convert(test_program, place, _slim_config(config), scope=scope)
+        inference_program = convert(test_program, place, _slim_config(config, slim_options), scope=scope)
     feed_vars = [inference_program.global_block().var(name) for name in feed_names]
     with paddle.static.scope_guard(scope):
         paddle.static.save_inference_model(path, feed_vars, fetch_vars, executor, program=inference_program)
