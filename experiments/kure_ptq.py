@@ -65,7 +65,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from paddle_kure.analysis import tensor_kurtosis
+from paddle_kure.outliers import tensor_kurtosis
 from paddle_kure.data import load_fashion_mnist
 from paddle_kure.quant import InferenceModel, KureConfig, QuantAwareConfig, apply_kure, post_training_quantize
 from paddle_kure.robustness import quantized_weights, weight_scales

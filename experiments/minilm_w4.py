@@ -38,7 +38,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from paddle_kure.analysis import tensor_kurtosis
+from paddle_kure.outliers import tensor_kurtosis
 from paddle_kure.data.text import load_rotten_tomatoes
 from paddle_kure.models import encode, load_minilm
 from paddle_kure.models.bert import mean_pool

@@ -29,7 +29,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from paddle_kure import attach_kure, plan_kure
-from paddle_kure.analysis import tensor_kurtosis
+from paddle_kure.outliers import tensor_kurtosis
 from paddle_kure.data.text import load_rotten_tomatoes
 from paddle_kure.models import BertClassifier, load_minilm
 from paddle_kure.robustness import quantized_weights, weight_scales
