@@ -63,6 +63,8 @@ def test_run_writes_every_arm_evaluated_by_paddle_inference(finished_run):
         assert record["test_acc"] > 0.2, stage  # 10 classes: chance is 0.1; 4 steps of training
     assert records["qat_kure_w8a8"]["kure_weights"] == ["conv2.weight", "fc1.weight", "fc2.weight"]
     assert records["qat_w8a8"]["kure_weights"] == []
+    # QAT's wrapped layers are recorded under the FP32 names, so the kurtosis figure compares them
+    assert list(records["qat_kure_w8a8"]["weight_kurtosis"]) == list(records["fp32"]["weight_kurtosis"])
     # the Prune section's masks were applied during QAT: fc1's weight is half zeros
     assert records["qat_w8a8"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
     table = (out / "results.md").read_text()

@@ -157,10 +157,12 @@ class RunPipeline:
                 "export": os.path.relpath(path, self.output_dir)}
 
     def weight_kurtosis(self, model):
-        """Kurtosis of every 2+ dimensional weight, by structured name."""
+        """Kurtosis of every 2+ dimensional weight, by the FP32 model's structured name
+        (QAT wraps each layer: ``conv1._layer.weight`` is ``conv1.weight``)."""
         from paddle_kure import kurtosis
 
-        return {name: float(kurtosis(p.detach())) for name, p in model.named_parameters() if len(p.shape) >= 2}
+        return {name.replace("._layer.", "."): float(kurtosis(p.detach()))
+                for name, p in model.named_parameters() if len(p.shape) >= 2}
 
     def export_fp32(self, model, record):
         import paddle
