@@ -206,7 +206,7 @@ class QuantPostConfig(ConfigBase):
         batch_size: calibration batch size.
     """
 
-    algo: str = "abs_max"
+    algo: str = "mse"  # the default config's choice (see its comment)
     batch_nums: int = 10
     batch_size: int = 64
 
