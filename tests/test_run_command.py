@@ -71,8 +71,9 @@ def test_run_writes_every_arm_evaluated_by_paddle_inference(finished_run):
     assert "## Sparsity of qat_w8a8 (Prune)" in table and "| fc1.weight |" in table
     fp32_more = records["fp32_more"]
     assert f"| FP32, +QAT epochs | {100 * fp32_more['test_acc']:.2f} ({100 * fp32_more['val_acc']:.2f}) |" in table
-    for stage, title in (("ptq_w8a8", "PTQ of FP32"), ("ptq_kure_w8a8", "PTQ of FP32+KURE"), ("qat_pact_w8a8", "QAT+PACT"),
-                         ("fp32_kure", "FP32+KURE")):
+    titles = {"ptq_w8a8": "PTQ of FP32", "ptq_kure_w8a8": "PTQ of FP32+KURE", "qat_pact_w8a8": "QAT+PACT",
+              "fp32_kure": "FP32+KURE"}
+    for stage, title in titles.items():
         r = records[stage]
         assert f"| {title} | {100 * r['test_acc']:.2f} ({100 * r['val_acc']:.2f}) |" in table
     for name in ("accuracy.png", "kurtosis.png", "config_used.yaml", "run.log"):
@@ -105,7 +106,8 @@ def test_ptq_of_the_kure_model_quantizes_the_kure_trained_weights(finished_run):
     # trained as long as FP32, with KURE on the chosen weights: their kurtosis moved toward the target
     assert len(kure["history"]) == len(fp32["history"]) == TINY["TrainConfig"]["epochs"]
     assert kure["kure_weights"] == ["conv2.weight", "fc1.weight", "fc2.weight"]
-    distance = {r["method"]: sum(abs(r["weight_kurtosis"][w] - 1.8) for w in kure["kure_weights"]) for r in (fp32, kure)}
+    distance = {r["method"]: sum(abs(r["weight_kurtosis"][w] - 1.8) for w in kure["kure_weights"])
+                for r in (fp32, kure)}
     assert distance["fp32_kure"] < distance["fp32"] - 0.02, distance
     # channel-wise abs-max weight scales (fc1: one per output column) are those of the model each PTQ names
     for stage, source in (("ptq_w8a8", "fp32"), ("ptq_kure_w8a8", "fp32_kure")):
