@@ -26,7 +26,8 @@ def test_default_config_matches_its_yaml_and_the_top_level_copy():
     assert config.Kurtosis.exclude == tuple(raw["Kurtosis"]["exclude"])
     assert config.precisions() == list(zip(raw["QuantAware"]["weight_bits"], raw["QuantAware"]["activation_bits"]))
     assert config.precisions() == [(8, 8), (4, 4)]
-    assert config.methods() == ["ptq", "qat", "qat_kure", "qat_kure_pact"]
+    assert config.methods() == ["ptq", "ptq_kure", "qat", "qat_pact", "qat_kure", "qat_kure_pact"]
+    assert config.QuantPost.algo == raw["QuantPost"]["algo"]
     with open(os.path.join(ROOT, "configs", "default.yaml")) as f, open(path) as g:
         assert f.read() == g.read()
 
@@ -50,9 +51,9 @@ def test_empty_file_is_refused_and_configs_round_trip(tmp_path):
     assert again.to_dict() == load_config(default_config_path()).to_dict()
 
 
-def test_without_pact_the_pact_arm_is_dropped(tmp_path):
+def test_without_pact_the_pact_arms_are_dropped(tmp_path):
     config = load_config(write(tmp_path, {"QuantAware": {"use_pact": False, "weight_bits": 8}}))
-    assert config.methods() == ["ptq", "qat", "qat_kure"]
+    assert config.methods() == ["ptq", "ptq_kure", "qat", "qat_kure"]
     assert config.precisions() == [(8, 8)]
 
 
@@ -71,7 +72,10 @@ def test_without_pact_the_pact_arm_is_dropped(tmp_path):
     ({"QuantAware": {"weight_bits": [8, 4], "activation_bits": [8]}}, ["QuantAware", "same number"]),
     ({"QuantAware": {"weight_quantize_type": "minmax"}}, ["QuantAware", "weight_quantize_type", "abs_max"]),
     ({"QuantAware": {"quantize_bits": 8}}, ["QuantAware", "quantize_bits", "unknown"]),
-    ({"QuantPost": {"algo": "kl"}}, ["QuantPost.algo", "'KL'"]),
+    ({"QuantPost": {"algo": "kl"}}, ["QuantPost.algo", "'abs_max', 'avg', 'KL', 'hist', 'mse'", "'kl'"]),
+    ({"QuantPost": {"algo": 1}}, ["QuantPost.algo", "one of"]),
+    ({"QuantPost": {"batch_nums": 0}}, ["QuantPost.batch_nums", ">= 1"]),
+    ({"QuantPost": {"batch_nums": 2.5}}, ["QuantPost.batch_nums", "an int"]),
     ({"Kurtosis": {"target": 0.5}}, ["Kurtosis.target", "in (1, 3.40282e+38]"]),
     ({"Kurtosis": {"exclude": "conv1.*"}}, ["Kurtosis.exclude", "list of strings"]),
     ({"Kurtosis": {"on_weights": False, "on_activations": False}}, ["Kurtosis", "on_weights", "on_activations"]),

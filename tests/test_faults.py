@@ -32,7 +32,7 @@ TINY = {
     "QuantAware": {"weight_bits": 8, "activation_bits": 8, "use_pact": False},
     "QuantPost": {"batch_nums": 2, "batch_size": 32},
 }
-STAGES = ["fp32", "fp32_more", "ptq_w8a8", "qat_w8a8", "qat_kure_w8a8"]
+STAGES = ["fp32", "fp32_more", "fp32_kure", "ptq_w8a8", "ptq_kure_w8a8", "qat_w8a8", "qat_kure_w8a8"]
 
 # Runs the command with atomic_write wrapped: the NTH write of a file named TARGET
 # writes half its bytes, fsyncs them and SIGKILLs the process (a kill mid-write).
@@ -263,7 +263,7 @@ def test_divergence_is_recorded_with_stage_epoch_and_step(tmp_path, capsys):
     assert run_here(config, out) == 1
     log = capsys.readouterr().out
     records = results(out)
-    for stage in ("fp32", "ptq_w8a8"):  # finished stages keep their numbers
+    for stage in ("fp32", "fp32_kure", "ptq_w8a8", "ptq_kure_w8a8"):  # finished stages keep their numbers
         assert records[stage]["test_acc"] > 0.3
     for stage in ("fp32_more", "qat_w8a8", "qat_kure_w8a8"):
         record = records[stage]
@@ -432,13 +432,23 @@ def test_stage_fingerprints_hold_what_each_stage_depends_on():
         other = config_from_dict(dict(TINY, **{section: dict(TINY.get(section, {}), **values)}), source="b.yaml")
         return stage_fingerprint(base, stage) != stage_fingerprint(other, stage)
 
-    stages = ["fp32", "fp32_more", "ptq_w8a8", "qat_w8a8", "qat_kure_w8a8", "an_experiment"]
-    assert [changed(s, "Global", seed=12) for s in stages] == [True] * 6
-    assert [changed(s, "Global", output_dir="elsewhere") for s in stages] == [False] * 6
-    assert [changed(s, "TrainConfig", eval_batch_size=17) for s in stages] == [False] * 6
-    assert [changed(s, "TrainConfig", qat_learning_rate=1e-2) for s in stages] == [False, True, False, True, True, True]
-    assert [changed(s, "Kurtosis", coeff=0.5) for s in stages] == [False, False, False, False, True, True]
-    assert [changed(s, "QuantPost", batch_nums=3) for s in stages] == [False, False, True, False, False, True]
+    stages = ["fp32", "fp32_more", "fp32_kure", "ptq_w8a8", "ptq_kure_w8a8", "qat_w8a8", "qat_pact_w8a8",
+              "qat_kure_w8a8", "an_experiment"]
+    assert [changed(s, "Global", seed=12) for s in stages] == [True] * 9
+    assert [changed(s, "Global", output_dir="elsewhere") for s in stages] == [False] * 9
+    assert [changed(s, "TrainConfig", eval_batch_size=17) for s in stages] == [False] * 9
+    # FP32+KURE trains as long as FP32: the QAT keys are not its inputs
+    assert [changed(s, "TrainConfig", epochs=3) for s in stages] == [True] * 9
+    assert [changed(s, "TrainConfig", qat_learning_rate=1e-2) for s in stages] == \
+        [False, True, False, False, False, True, True, True, True]
+    assert [changed(s, "Kurtosis", coeff=0.5) for s in stages] == \
+        [False, False, True, False, True, False, False, True, True]
+    assert [changed(s, "Kurtosis", exclude=["fc2.*"]) for s in stages] == \
+        [False, False, True, False, True, False, False, True, True]
+    assert [changed(s, "QuantPost", batch_nums=3) for s in stages] == \
+        [False, False, False, True, True, False, False, False, True]
+    assert [changed(s, "QuantPost", algo="KL") for s in stages] == \
+        [False, False, False, True, True, False, False, False, True]
     # another precision added: the stages of the first one stay valid
     assert [changed(s, "QuantAware", weight_bits=[8, 4], activation_bits=[8, 4]) for s in stages] == \
-        [False, False, False, False, False, True]
+        [False] * 8 + [True]

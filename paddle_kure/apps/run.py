@@ -1,4 +1,5 @@
-"""The ``paddle-kure run`` pipeline: FP32 vs PTQ, QAT, QAT+KURE and QAT+KURE+PACT on Fashion-MNIST.
+"""The ``paddle-kure run`` pipeline on Fashion-MNIST: FP32 and FP32+KURE, each quantized
+post-training (PTQ), against QAT, QAT+PACT, QAT+KURE and QAT+KURE+PACT.
 
 Every quantized model is exported and its accuracy measured with ``paddle.inference``.
 Each finished stage is recorded under ``OUTPUT/stages/`` with a fingerprint of the
@@ -18,11 +19,16 @@ import time
 METHOD_TITLES = {
     "fp32": "FP32",
     "fp32_more": "FP32, +QAT epochs",
-    "ptq": "PTQ",
+    "fp32_kure": "FP32+KURE",
+    "ptq": "PTQ of FP32",
+    "ptq_kure": "PTQ of FP32+KURE",
     "qat": "QAT",
+    "qat_pact": "QAT+PACT",
     "qat_kure": "QAT+KURE",
     "qat_kure_pact": "QAT+KURE+PACT",
 }
+# the FP32 model each PTQ method calibrates (its weights file and stage)
+PTQ_SOURCES = {"ptq": "fp32", "ptq_kure": "fp32_kure"}
 
 
 def precision_name(weight_bits: int, activation_bits: int) -> str:
@@ -151,10 +157,12 @@ class RunPipeline:
                 "export": os.path.relpath(path, self.output_dir)}
 
     def weight_kurtosis(self, model):
-        """Kurtosis of every 2+ dimensional weight, by structured name."""
+        """Kurtosis of every 2+ dimensional weight, by the FP32 model's structured name
+        (QAT wraps each layer: ``conv1._layer.weight`` is ``conv1.weight``)."""
         from paddle_kure import kurtosis
 
-        return {name: float(kurtosis(p.detach())) for name, p in model.named_parameters() if len(p.shape) >= 2}
+        return {name.replace("._layer.", "."): float(kurtosis(p.detach()))
+                for name, p in model.named_parameters() if len(p.shape) >= 2}
 
     def export_fp32(self, model, record):
         import paddle
@@ -176,6 +184,38 @@ class RunPipeline:
             atomic_save(model.state_dict(), self.fp32_weights)
         return self.export_fp32(model, {"method": "fp32", "precision": "FP32", "history": history})
 
+    def fp32_kure(self, kure_weights):
+        """The KURE paper's main arm: the FP32 model trained as ``fp32`` is (same seed,
+        initialization, batch order, epochs and learning rate) with KURE on
+        ``kure_weights``, for post-training quantization."""
+        from paddle_kure.quant import KureConfig, apply_kure
+        from paddle_kure.runio import atomic_save
+
+        t, k = self.config.TrainConfig, self.config.Kurtosis
+        model = self.new_model()
+        if k.on_weights:
+            apply_kure(model, KureConfig(coeff=k.coeff, target=k.target, l2_coeff=t.weight_decay,
+                                         params=kure_weights))
+        activations = self.activation_kurtosis(model, kure_weights)
+        history = self.train(model, "fp32_kure", t.epochs, t.learning_rate,
+                             extra_loss=activations.loss if activations else None)
+        if activations:
+            activations.remove()
+        if self.rank == 0:
+            atomic_save(model.state_dict(), self.weights_file("fp32_kure"))
+        return self.export_fp32(model, {"method": "fp32_kure", "precision": "FP32", "history": history,
+                                        "kure_weights": list(kure_weights)})
+
+    def activation_kurtosis(self, model, kure_weights):
+        """With ``Kurtosis.on_activations``: the loss term on the outputs of the layers
+        owning ``kure_weights`` (remove it after training); else None."""
+        from paddle_kure import ActivationKurtosis
+
+        k = self.config.Kurtosis
+        if not k.on_activations:
+            return None
+        return ActivationKurtosis(model, sorted({w.rsplit(".", 1)[0] for w in kure_weights}), k.coeff, k.target)
+
     def fp32_more(self):
         """The FP32 model trained the QAT epochs further, as QAT trains it: the reference
         that keeps the QAT rows from being credited with their extra training."""
@@ -184,34 +224,43 @@ class RunPipeline:
         history = self.train(model, "fp32_more", t.qat_epochs, t.qat_learning_rate)
         return self.export_fp32(model, {"method": "fp32_more", "precision": "FP32", "history": history})
 
+    def weights_file(self, stage):
+        """The weights an FP32 stage (``fp32``, ``fp32_kure``) saved for the later stages."""
+        return os.path.join(self.output_dir, stage + ".pdparams")
+
     @property
     def fp32_weights(self):
-        return os.path.join(self.output_dir, "fp32.pdparams")
+        return self.weights_file("fp32")
 
-    def ptq(self, weight_bits, activation_bits):
+    def ptq(self, method, weight_bits, activation_bits):
+        """Post-training quantization of the FP32 model ``PTQ_SOURCES[method]``,
+        calibrated as the ``QuantPost`` section says."""
         from paddle_kure.quant import post_training_quantize
 
         if self.rank != 0:
             return {}
         q = self.config.QuantPost
-        model = self.new_model(self.fp32_weights)
+        source = PTQ_SOURCES[method]
+        model = self.new_model(self.weights_file(source))
         images = self.data.train_images
         calib = [images[i:i + q.batch_size] for i in range(0, q.batch_nums * q.batch_size, q.batch_size)]
-        path = os.path.join(self.output_dir, "export", f"ptq_{precision_name(weight_bits, activation_bits).lower()}")
+        precision = precision_name(weight_bits, activation_bits)
+        path = os.path.join(self.output_dir, "export", f"{method}_{precision.lower()}")
         post_training_quantize(model, calib, self.config.quant_config(weight_bits, activation_bits), path,
                                self.input_spec, batch_nums=q.batch_nums, algo=q.algo)
-        return {"method": "ptq", "precision": precision_name(weight_bits, activation_bits), **self.exported_accuracy(path)}
+        return {"method": method, "precision": precision, "fp32_model": source,
+                "calibration": {"algo": q.algo, "batch_nums": q.batch_nums, "batch_size": q.batch_size},
+                **self.exported_accuracy(path)}
 
     def qat(self, method, weight_bits, activation_bits, kure_weights):
         import paddle
 
         from paddle_kure.quant import KureConfig, PACTConfig, export_quantized, prepare_qat
-        from paddle_kure import ActivationKurtosis
         from paddle_kure.train import evaluate
 
         t, k = self.config.TrainConfig, self.config.Kurtosis
         name = f"{method}_{precision_name(weight_bits, activation_bits).lower()}"
-        use_kure, use_pact = method in ("qat_kure", "qat_kure_pact"), method == "qat_kure_pact"
+        use_kure, use_pact = method.startswith("qat_kure"), method.endswith("_pact")
         quant_config = self.config.quant_config(weight_bits, activation_bits, use_pact)
         model = self.new_model(self.fp32_weights)
         pruner = self.config.Prune.build_pruner(model) if self.config.Prune is not None else None
@@ -219,10 +268,7 @@ class RunPipeline:
                 if use_kure and k.on_weights else None)
         prepare_qat(model, quant_config, kure=kure, pact=PACTConfig() if use_pact else None,
                     calib_batch=paddle.to_tensor(self.data.train_images[:t.batch_size]) if use_pact else None)
-        activations = None
-        if use_kure and k.on_activations:
-            layers = sorted({w.rsplit(".", 1)[0] for w in kure_weights})
-            activations = ActivationKurtosis(model, layers, k.coeff, k.target)
+        activations = self.activation_kurtosis(model, kure_weights) if use_kure else None
         history = self.train(model, name, t.qat_epochs, t.qat_learning_rate,
                              extra_loss=activations.loss if activations else None, pruner=pruner)
         if activations:
@@ -248,11 +294,17 @@ class RunPipeline:
                                            self.config.source)
         self.log(f"KURE regularizes {kure_weights}")
         records = [fp32, self.stage("fp32_more", self.fp32_more)]
+        methods = self.config.methods()
+        if "ptq_kure" in methods:
+            fp32_kure = self.stage("fp32_kure", functools.partial(self.fp32_kure, kure_weights))
+            records.append(fp32_kure)
+            if fp32_kure.get("status") == "diverged":
+                methods.remove("ptq_kure")  # nothing to quantize
         for weight_bits, activation_bits in self.config.precisions():
-            for method in self.config.methods():
+            for method in methods:
                 name = f"{method}_{precision_name(weight_bits, activation_bits).lower()}"
-                if method == "ptq":
-                    work = functools.partial(self.ptq, weight_bits, activation_bits)
+                if method in PTQ_SOURCES:
+                    work = functools.partial(self.ptq, method, weight_bits, activation_bits)
                 else:
                     work = functools.partial(self.qat, method, weight_bits, activation_bits, kure_weights)
                 records.append(self.stage(name, work))
@@ -295,7 +347,9 @@ def write_outputs(records, config, output_dir):
               for r in records if "sparsity_table" in r]
     with atomic_write(os.path.join(output_dir, "results.md")) as f:
         f.write("# paddle-kure run: Fashion-MNIST, exported models in paddle.inference\n\n"
-                "Top-1 accuracy in %: test split (validation split in parentheses).\n\n" + table + "".join(pruned)
+                "Top-1 accuracy in %: test split (validation split in parentheses). PTQ calibration: "
+                f"{config.QuantPost.algo}, {config.QuantPost.batch_nums} batches of {config.QuantPost.batch_size} "
+                "training images.\n\n" + table + "".join(pruned)
                 + ("\n## Diverged (no result)\n\n" + "".join(diverged) if diverged else ""))
     if not {"fp32", "fp32_more"} <= {r["method"] for r in records}:
         return table  # the figures compare against both FP32 references
@@ -307,7 +361,9 @@ def write_outputs(records, config, output_dir):
     for i, method in enumerate(methods):
         values = [100 * by_key[(method, p)]["test_acc"] if (method, p) in by_key else np.nan for p in precisions]
         ax.bar(np.arange(len(precisions)) + i * width, values, width, label=METHOD_TITLES[method])
-    for method, style in (("fp32", "--"), ("fp32_more", ":")):
+    for method, style in (("fp32", "--"), ("fp32_more", ":"), ("fp32_kure", "-.")):
+        if (method, "FP32") not in by_key:
+            continue  # fp32_kure diverged
         fp32 = 100 * by_key[(method, "FP32")]["test_acc"]
         ax.axhline(fp32, color="black", linestyle=style, label=f"{METHOD_TITLES[method]} {fp32:.2f}")
     ax.set_xticks(np.arange(len(precisions)) + 0.4 - width / 2, precisions)
@@ -322,12 +378,13 @@ def write_outputs(records, config, output_dir):
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    shown = [r for r in records if "weight_kurtosis" in r and (r["method"] == "fp32" or r["precision"] == precisions[-1])]
+    shown = [r for r in records if "weight_kurtosis" in r
+             and (r["method"] in ("fp32", "fp32_kure") or r["precision"] == precisions[-1])]
     names = list(shown[0]["weight_kurtosis"])
     width = 0.8 / len(shown)
     for i, r in enumerate(shown):
         values = [r["weight_kurtosis"].get(n, np.nan) for n in names]
-        label = METHOD_TITLES[r["method"]] + ("" if r["method"] == "fp32" else f" {r['precision']}")
+        label = METHOD_TITLES[r["method"]] + ("" if r["precision"] == "FP32" else f" {r['precision']}")
         ax.bar(np.arange(len(names)) + i * width, values, width, label=label)
     ax.axhline(config.Kurtosis.target, color="black", linestyle=":", label=f"target {config.Kurtosis.target}")
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, fontsize=8)

@@ -196,15 +196,17 @@ class KurtosisConfig(ConfigBase):
 
 @dataclass
 class QuantPostConfig(ConfigBase):
-    """``QuantPost``: post-training quantization (``quant_post_static`` argument names).
+    """``QuantPost``: post-training quantization of the FP32 and the FP32+KURE model
+    (``quant_post_static`` argument names).
 
     Attributes:
-        algo: activation scale algorithm: 'abs_max', 'avg', 'KL', 'hist' or 'mse'.
+        algo: activation scale algorithm: 'abs_max' (largest |x| seen), 'avg' (mean
+            of the batches' largest |x|), 'KL', 'hist' (a percentile) or 'mse'.
         batch_nums: calibration batches (of ``batch_size`` training images).
         batch_size: calibration batch size.
     """
 
-    algo: str = "abs_max"
+    algo: str = "mse"  # the default config's choice (see its comment)
     batch_nums: int = 10
     batch_size: int = 64
 
@@ -216,8 +218,9 @@ class QuantPostConfig(ConfigBase):
         self._int("batch_size", low=1)
 
 
-# Methods compared at each precision; 'qat_kure_pact' runs only with QuantAware.use_pact.
-METHODS = ("ptq", "qat", "qat_kure", "qat_kure_pact")
+# Methods compared at each precision: PTQ of the FP32 and of the FP32+KURE model, then
+# QAT from the FP32 weights; the PACT arms run only with QuantAware.use_pact.
+METHODS = ("ptq", "ptq_kure", "qat", "qat_pact", "qat_kure", "qat_kure_pact")
 
 
 @dataclass
@@ -227,7 +230,7 @@ class RunConfig:
     ``QuantAware`` takes :class:`paddle_kure.quant.QuantAwareConfig`'s keys, except
     that ``weight_bits`` and ``activation_bits`` may be lists of equal length: one
     precision compared per pair (``[8, 4]`` and ``[8, 4]``: W8A8 and W4A4).
-    ``use_pact`` adds the QAT+KURE+PACT arm.
+    ``use_pact`` adds the QAT+PACT and QAT+KURE+PACT arms.
     """
 
     Global: GlobalConfig = field(default_factory=GlobalConfig)
@@ -246,7 +249,7 @@ class RunConfig:
         return list(zip(weights, activations))
 
     def methods(self) -> list:
-        return [m for m in METHODS if m != "qat_kure_pact" or self.QuantAware.get("use_pact", True)]
+        return [m for m in METHODS if not m.endswith("_pact") or self.QuantAware.get("use_pact", True)]
 
     def quant_config(self, weight_bits: int, activation_bits: int, use_pact: bool = False):
         """The :class:`QuantAwareConfig` of one precision."""

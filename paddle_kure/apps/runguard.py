@@ -20,10 +20,11 @@ _QAT_ONLY = ("qat_epochs", "qat_learning_rate")
 
 def stage_fingerprint(config, stage: str) -> dict:
     """The config sections and keys the stage ``stage`` (``fp32``, ``fp32_more``,
-    ``ptq_w8a8``, ``qat_kure_w4a4``, ...) depends on; a stage of another name (an
-    experiment's) depends on the whole config. The precision is part of a quantized
-    stage's name, so ``weight_bits``/``activation_bits`` are left out: adding a
-    precision keeps the others."""
+    ``fp32_kure``, ``ptq_w8a8``, ``ptq_kure_w4a4``, ``qat_pact_w4a4``, ...) depends on;
+    a stage of another name (an experiment's) depends on the whole config. The
+    precision is part of a quantized stage's name, so ``weight_bits``/``activation_bits``
+    are left out: adding a precision keeps the others. Every KURE stage depends on the
+    whole ``Kurtosis`` section: its weights are chosen on the FP32 model."""
     values = config.to_dict()
     values.setdefault("Prune", None)
     for section, keys in _NOT_AN_INPUT.items():
@@ -38,6 +39,10 @@ def stage_fingerprint(config, stage: str) -> dict:
         return fp32
     if stage == "fp32_more":
         return {section: values[section] for section in sections}
+    if stage == "fp32_kure":  # trained as fp32 is, with KURE
+        return dict(fp32, Kurtosis=values["Kurtosis"])
+    if stage.startswith("ptq_kure_"):  # calibrates the fp32_kure weights
+        return dict(fp32, Kurtosis=values["Kurtosis"], QuantAware=quant_aware, QuantPost=values["QuantPost"])
     if stage.startswith("ptq_"):  # calibrates the FP32 weights: trains nothing
         return dict(fp32, QuantAware=quant_aware, QuantPost=values["QuantPost"])
     if stage.startswith("qat_"):
@@ -51,8 +56,8 @@ def stage_fingerprint(config, stage: str) -> dict:
 
 def stage_files(output_dir: str, stage: str, record: dict) -> list:
     """Files (relative to ``output_dir``) a finished stage wrote: its export and, for
-    ``fp32``, the weights every later stage starts from."""
-    files = ["fp32.pdparams"] if stage == "fp32" else []
+    ``fp32`` and ``fp32_kure``, the weights later stages start from."""
+    files = [stage + ".pdparams"] if stage in ("fp32", "fp32_kure") else []
     if "export" in record:
         files += sorted(os.path.relpath(p, output_dir)
                         for p in glob.glob(os.path.join(output_dir, glob.escape(record["export"])) + ".*"))
@@ -78,7 +83,7 @@ def check_config_against_model(config, model) -> None:
     if t.batch_size > train_images:
         raise ConfigError(f"{where}: TrainConfig.batch_size: {t.batch_size} exceeds the {train_images} training "
                           f"images (Global.train_size)")
-    if "ptq" in config.methods() and q.batch_nums * q.batch_size > train_images:
+    if any(m.startswith("ptq") for m in config.methods()) and q.batch_nums * q.batch_size > train_images:
         raise ConfigError(f"{where}: QuantPost: batch_nums * batch_size = {q.batch_nums * q.batch_size} "
                           f"calibration images exceed the {train_images} training images")
 
@@ -91,7 +96,7 @@ def check_config_against_model(config, model) -> None:
             if not any(fnmatch.fnmatchcase(name, pattern) for name in shapes):
                 raise ConfigError(f"{where}: Kurtosis.{key}: {pattern!r} matches no parameter of {model_name} "
                                   f"(weights: {weights})")
-    if any(m.startswith("qat_kure") for m in config.methods()):
+    if any("kure" in m for m in config.methods()):
         selection = dict(config.Kurtosis.selection(), auto_exclude=None)  # auto_exclude needs the trained FP32 model
         if not plan_kure(model, **selection).chosen:
             raise ConfigError(f"{where}: Kurtosis: include {list(k.include)}, exclude {list(k.exclude)}, "

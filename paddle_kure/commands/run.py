@@ -1,8 +1,9 @@
-"""``paddle-kure run [CONFIG]``: FP32 vs PTQ, QAT, QAT+KURE and QAT+KURE+PACT on Fashion-MNIST
-(the pipeline is :mod:`paddle_kure.apps.run`). Exit status 1 when a stage diverged."""
+"""``paddle-kure run [CONFIG]``: on Fashion-MNIST, PTQ of the FP32 and of the FP32+KURE model
+against QAT, QAT+PACT, QAT+KURE and QAT+KURE+PACT (the pipeline is :mod:`paddle_kure.apps.run`). Exit status 1 when a stage diverged."""
 from __future__ import annotations
 
-HELP = "Train FP32 on Fashion-MNIST, compare PTQ, QAT, QAT+KURE, QAT+KURE+PACT at each precision, export and evaluate."
+HELP = ("Train FP32 and FP32+KURE on Fashion-MNIST; compare PTQ of each with QAT, QAT+PACT, QAT+KURE, "
+        "QAT+KURE+PACT at each precision, export and evaluate.")
 
 
 def add_arguments(parser):
