@@ -39,7 +39,9 @@ import time
 
 import numpy as np
 
+from ..runio import atomic_write
 from .compress_config import CompressConfig, resolve_reader
+from .run_config import ConfigError
 
 __all__ = ["CompressPlan", "compress", "plan_compression"]
 
@@ -58,6 +60,18 @@ def _legacy_static():
             paddle.disable_static()
 
 
+@contextlib.contextmanager
+def _naming(source, key):
+    """A missing file or a bad value met while using ``key`` of the config at
+    ``source`` becomes a ConfigError (one line from the command) naming both."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{source}: {key}: {err}") from None
+
+
 def _log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -72,31 +86,35 @@ class CompressPlan:
 
         g, q, d = config.Global, config.QuantAware, config.Distillation
         self.config = config
-        self.reader = resolve_reader(g.reader)
-        self.model_files = resolve_model_files(g.model_dir, g.model_filename, g.params_filename)
+        with _naming(config.source, "Global.reader"):
+            self.reader = resolve_reader(g.reader)
+        with _naming(config.source, "Global.model_dir"):
+            self.model_files = resolve_model_files(g.model_dir, g.model_filename, g.params_filename)
         self.program, self.feed_names, self.fetch_names = load_inference_program(
             *self.model_files, executor, scope, trainable=True)
         if g.input_list is not None and sorted(g.input_list) != sorted(self.feed_names):
-            raise ValueError(f"Global.input_list {g.input_list} does not name the model's inputs {self.feed_names}")
-        teacher_dir = d.teacher_model_dir or g.model_dir
-        self.teacher_files = (self.model_files if d.teacher_model_dir is None else
-                              resolve_model_files(teacher_dir, d.teacher_model_filename, d.teacher_params_filename))
-        nodes = d.node or self.fetch_names
+            raise ConfigError(f"{config.source}: Global.input_list {list(g.input_list)} does not name the model's "
+                              f"inputs {self.feed_names}")
+        with _naming(config.source, "Distillation.teacher_model_dir"):
+            self.teacher_files = (self.model_files if d.teacher_model_dir is None else resolve_model_files(
+                d.teacher_model_dir, d.teacher_model_filename, d.teacher_params_filename))
+        nodes = list(d.node) or self.fetch_names
         block = self.program.global_block()
         missing = [n for n in nodes if not block.has_var(n)]
         if missing:
-            raise ValueError(f"Distillation.node: the model has no variables {missing} (its outputs are "
-                             f"{self.fetch_names})")
+            raise ConfigError(f"{config.source}: Distillation.node: the model has no variables {missing} (its "
+                              f"outputs are {self.fetch_names})")
         self.distillation = d.per_node(nodes)
         self.ops = quantization_plan(self.program, q.quantize_op_types, q.not_quant_pattern)
         if not any(op.quantized for op in self.ops):
-            raise ValueError(f"no op of the model is quantized: its ops of types {q.quantize_op_types} are "
+            raise ConfigError(f"{config.source}: QuantAware: no op of the model is quantized: its ops of types {q.quantize_op_types} are "
                              f"{[(op.type, op.reason) for op in self.ops] or 'none'}")
         kure = config.Kurtosis
         selection = kure.selection()
         if selection["include"] is None:  # default: the weights that get quantized
             selection["include"] = [re.escape(op.weight) for op in self.ops if op.quantized and op.weight]
-        self.kure = plan_kure(self.program, scope=scope, **selection) if kure.coeff > 0 else None
+        with _naming(config.source, "Kurtosis"):  # a pattern that matches no weight
+            self.kure = plan_kure(self.program, scope=scope, **selection) if kure.coeff > 0 else None
 
     def ops_outputs(self, quantized: bool) -> list:
         """Output names of the planned ops that are (or are not) quantized."""
@@ -238,9 +256,11 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
     os.makedirs(g.save_dir, exist_ok=True)
     out_path = os.path.join(g.save_dir, MODEL_NAME)
     place = paddle.CPUPlace()
-    reader_fn = resolve_reader(g.reader)
-    train_reader = reader_fn("train", g.batch_size, **g.reader_args)
-    eval_reader = reader_fn("eval", g.batch_size, **g.reader_args)
+    with _naming(config.source, "Global.reader"):
+        reader_fn = resolve_reader(g.reader)
+    with _naming(config.source, "Global.reader_args"):
+        train_reader = reader_fn("train", g.batch_size, **g.reader_args)
+        eval_reader = reader_fn("eval", g.batch_size, **g.reader_args)
     history = []
     start = time.time()
     with _legacy_static():
@@ -359,9 +379,9 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
         "origin_metric": t.origin_metric, "train_seconds": round(train_seconds, 1),
         "exported": out_path + ".pdmodel",
     }
-    with open(os.path.join(g.save_dir, "compress.json"), "w") as f:
+    with atomic_write(os.path.join(g.save_dir, "compress.json")) as f:
         json.dump(report, f, indent=1)
-    with open(os.path.join(g.save_dir, "compress.md"), "w") as f:
+    with atomic_write(os.path.join(g.save_dir, "compress.md")) as f:
         f.write(report_markdown(report))
     return report
 
