@@ -107,8 +107,8 @@ class CompressPlan:
         self.distillation = d.per_node(nodes)
         self.ops = quantization_plan(self.program, q.quantize_op_types, q.not_quant_pattern)
         if not any(op.quantized for op in self.ops):
-            raise ConfigError(f"{config.source}: QuantAware: no op of the model is quantized: its ops of types {q.quantize_op_types} are "
-                             f"{[(op.type, op.reason) for op in self.ops] or 'none'}")
+            raise ConfigError(f"{config.source}: QuantAware: no op of the model is quantized: its ops of types "
+                              f"{list(q.quantize_op_types)} are {[(op.type, op.reason) for op in self.ops] or 'none'}")
         kure = config.Kurtosis
         selection = kure.selection()
         if selection["include"] is None:  # default: the weights that get quantized
@@ -133,7 +133,7 @@ class CompressPlan:
             f"data: {g.reader}(mode, batch_size={g.batch_size}, **{g.reader_args})",
             f"quantization: W{q.weight_bits}A{q.activation_bits}, weights {q.weight_quantize_type}, activations "
             f"{q.activation_quantize_type}, onnx_format {q.onnx_format}, PACT {'yes' if q.use_pact else 'no'}",
-            f"ops quantized: {len(quantized)} of {len(self.ops)} of types {q.quantize_op_types}",
+            f"ops quantized: {len(quantized)} of {len(self.ops)} of types {list(q.quantize_op_types)}",
         ]
         width = max(len(op.type) for op in self.ops)
         for op in self.ops:

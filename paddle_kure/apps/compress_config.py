@@ -187,7 +187,8 @@ class DistillationSection(_Section):
 
     def per_node(self, nodes):
         """``[(node, loss, alpha)]`` for ``nodes`` (the configured ones or the model outputs)."""
-        losses, alphas = (list(v) if isinstance(v, (list, tuple)) else [v] * len(nodes) for v in (self.loss, self.alpha))
+        losses, alphas = (list(v) if isinstance(v, (list, tuple)) else [v] * len(nodes)
+                          for v in (self.loss, self.alpha))
         if len(losses) != len(nodes) or len(alphas) != len(nodes):
             raise ValueError(f"Distillation: loss and alpha lists must have one value per node ({len(nodes)})")
         return [(node, loss, float(alpha)) for node, loss, alpha in zip(nodes, losses, alphas)]
@@ -233,7 +234,8 @@ class QuantAwareSection(_Section):
             self._set("not_quant_pattern", [self.not_quant_pattern])
         self._str_list("not_quant_pattern")
         if not all(self.not_quant_pattern):
-            raise ValueError(f"QuantAware.not_quant_pattern must hold non-empty strings, got {self.not_quant_pattern!r}")
+            raise ValueError(f"QuantAware.not_quant_pattern must be a list of non-empty strings, "
+                             f"got {list(self.not_quant_pattern)!r}")
         self._str_list("quantize_op_types")
         for op_type in self.quantize_op_types:
             check_choice(self.owner(), "quantize_op_types", op_type, QUANTIZE_OP_TYPES + SLIM_ONLY_OP_TYPES)
