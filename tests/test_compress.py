@@ -269,6 +269,22 @@ def test_dry_run_plan_lists_ops_and_kurtosis(cnn_model, capsys):
 
 
 @needs_fmnist
+@pytest.mark.parametrize("reader_args, message", [
+    ({"foo": 1}, r"Global.reader_args: .*unexpected keyword argument 'foo'"),
+    ({"input_name": "img"}, r"Global.reader: the eval reader gave a batch without the model inputs \['image'\]"),
+])
+def test_dry_run_checks_the_reader(cnn_model, tmp_path, reader_args, message):
+    from paddle_kure.apps.compress import plan_compression
+
+    model_dir, _ = cnn_model
+    config = CompressConfig.from_dict(_config(model_dir, Global={"reader_args": reader_args,
+                                                                 "save_dir": str(tmp_path / "out")}), "c.yaml")
+    with pytest.raises(ConfigError, match="^c.yaml: " + message):
+        plan_compression(config)
+    assert not os.path.exists(tmp_path / "out")
+
+
+@needs_fmnist
 def test_compress_smallcnn_w8a8_with_kure(cnn_model, tmp_path):
     from paddle_kure.apps.compress import compress
 

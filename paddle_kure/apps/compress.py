@@ -68,7 +68,7 @@ def _naming(source, key):
         yield
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
-    except (OSError, ValueError) as err:
+    except (OSError, TypeError, ValueError) as err:  # a bad keyword of the reader function is a TypeError
         raise ConfigError(f"{source}: {key}: {err}") from None
 
 
@@ -86,8 +86,6 @@ class CompressPlan:
 
         g, q, d = config.Global, config.QuantAware, config.Distillation
         self.config = config
-        with _naming(config.source, "Global.reader"):
-            self.reader = resolve_reader(g.reader)
         with _naming(config.source, "Global.model_dir"):
             self.model_files = resolve_model_files(g.model_dir, g.model_filename, g.params_filename)
         self.program, self.feed_names, self.fetch_names = load_inference_program(
@@ -98,6 +96,7 @@ class CompressPlan:
         with _naming(config.source, "Distillation.teacher_model_dir"):
             self.teacher_files = (self.model_files if d.teacher_model_dir is None else resolve_model_files(
                 d.teacher_model_dir, d.teacher_model_filename, d.teacher_params_filename))
+        self.train_reader, self.eval_reader = _readers(config, self.feed_names)
         nodes = list(d.node) or self.fetch_names
         block = self.program.global_block()
         missing = [n for n in nodes if not block.has_var(n)]
@@ -168,6 +167,24 @@ def plan_compression(config: CompressConfig) -> CompressPlan:
         return CompressPlan(config, paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope())
 
 
+def _readers(config, feed_names):
+    """The train and eval readers of ``Global.reader``; the first eval batch is
+    checked (the model's inputs and labels), so that ``--dry-run`` tests the reader.
+    The train reader is not called: a call draws its shuffled order."""
+    g = config.Global
+    with _naming(config.source, "Global.reader"):
+        reader_fn = resolve_reader(g.reader)
+    with _naming(config.source, "Global.reader_args"):
+        readers = reader_fn("train", g.batch_size, **g.reader_args), reader_fn("eval", g.batch_size, **g.reader_args)
+    with _naming(config.source, "Global.reader"):
+        first = next(_batches(readers[1], "eval"), None)
+        if first is None:
+            raise ValueError("the eval reader gave no batches")
+        _feed(first, feed_names, "eval")
+        _labels(first)
+    return readers
+
+
 def _batches(reader, what):
     batches = reader() if callable(reader) else reader
     try:
@@ -179,10 +196,10 @@ def _batches(reader, what):
 
 def _feed(batch, names, what):
     if not isinstance(batch, dict):
-        raise TypeError(f"a {what} batch must be a dict {{input name: array}}, got {type(batch).__name__}")
+        raise TypeError(f"the {what} reader's batches must be dicts {{input name: array}}, got {type(batch).__name__}")
     missing = [n for n in names if n not in batch]
     if missing:
-        raise ValueError(f"a {what} batch lacks the model inputs {missing} (it has {sorted(batch)})")
+        raise ValueError(f"the {what} reader gave a batch without the model inputs {missing} (it has {sorted(batch)})")
     return {n: np.asarray(batch[n]) for n in names}
 
 
@@ -253,21 +270,17 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
     g, q, t, k = config.Global, config.QuantAware, config.TrainConfig, config.Kurtosis
     paddle.seed(g.seed)
     np.random.seed(g.seed)
-    os.makedirs(g.save_dir, exist_ok=True)
     out_path = os.path.join(g.save_dir, MODEL_NAME)
     place = paddle.CPUPlace()
-    with _naming(config.source, "Global.reader"):
-        reader_fn = resolve_reader(g.reader)
-    with _naming(config.source, "Global.reader_args"):
-        train_reader = reader_fn("train", g.batch_size, **g.reader_args)
-        eval_reader = reader_fn("eval", g.batch_size, **g.reader_args)
     history = []
     start = time.time()
     with _legacy_static():
         scope, teacher_scope = paddle.static.Scope(), paddle.static.Scope()
         exe = paddle.static.Executor(place)
         plan = CompressPlan(config, exe, scope)
+        train_reader, eval_reader = plan.train_reader, plan.eval_reader
         skipped = plan.ops_outputs(quantized=False)  # read before any pass rewrites the program
+        os.makedirs(g.save_dir, exist_ok=True)  # once the config proved usable
         _log(f"plan: {sum(op.quantized for op in plan.ops)} ops quantized, "
              f"KURE on {len(plan.kure.chosen) if plan.kure else 0} weights")
         teacher, _, _ = load_inference_program(*plan.teacher_files, exe, teacher_scope)
