@@ -196,7 +196,8 @@ def _batches(reader, what):
 
 def _feed(batch, names, what):
     if not isinstance(batch, dict):
-        raise TypeError(f"the {what} reader's batches must be dicts {{input name: array}}, got {type(batch).__name__}")
+        raise TypeError(f"the {what} reader's batches must be dicts {{input name: array}}, "
+                        f"got {type(batch).__name__}")
     missing = [n for n in names if n not in batch]
     if missing:
         raise ValueError(f"the {what} reader gave a batch without the model inputs {missing} (it has {sorted(batch)})")
@@ -287,7 +288,7 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
         nodes = [node for node, _, _ in plan.distillation]
         missing = [n for n in nodes if not teacher.global_block().has_var(n)]
         if missing:
-            raise ValueError(f"Distillation.node: the teacher model has no variables {missing}")
+            raise ConfigError(f"{config.source}: Distillation.node: the teacher model has no variables {missing}")
         student = plan.program
         mark_not_quantized(student, q.not_quant_pattern)
         test_program = student.clone(for_test=True)
