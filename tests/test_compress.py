@@ -390,10 +390,6 @@ def test_compress_minilm_slice_w8a8(minilm_slice, tmp_path):
 
 
 @needs_fmnist
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="quant.compat.quantize_weights_with_current_scale sets is_test=False on per-tensor "
-                          "quantize_linear weight ops, whose training kernel then needs moving-average state "
-                          "the test program lacks ('Required tensor shall not be nullptr')")
 def test_compress_with_per_tensor_weights(cnn_model, tmp_path):
     from paddle_kure.apps.compress import compress
 
