@@ -15,7 +15,8 @@ import argparse
 import dataclasses
 import time
 
-from paddle_kure.apps.run import METHOD_TITLES, PTQ_SOURCES, RunPipeline, choose_kure_weights, precision_name
+from paddle_kure.apps.run import PTQ_SOURCES, RunPipeline, choose_kure_weights
+from paddle_kure.apps.run_outputs import METHOD_TITLES, precision_name
 from paddle_kure.apps.run_config import default_config_path, load_config
 from paddle_kure.quant.dygraph import PTQ_ALGOS
 
