@@ -10,6 +10,7 @@ import numpy as np
 import paddle
 import pytest
 from graph_modes import static_mode
+from tiny_cnn import TinyCNN
 
 from paddle_kure.nn import PACT, pact
 from paddle_kure.quant import InferenceModel, PACTConfig, QuantAwareConfig, post_training_quantize
@@ -21,16 +22,6 @@ from paddleslim.dygraph.quant.qat import PACT as SlimPACT  # noqa: E402
 from paddleslim.quant import quant_aware  # noqa: E402
 
 SPEC = [paddle.static.InputSpec([None, 1, 8, 8], "float32")]
-
-
-class TinyCNN(paddle.nn.Layer):
-    def __init__(self):
-        super().__init__()
-        self.conv = paddle.nn.Conv2D(1, 4, 3)
-        self.fc = paddle.nn.Linear(4 * 6 * 6, 10)
-
-    def forward(self, x):
-        return self.fc(paddle.flatten(paddle.nn.functional.relu(self.conv(x)), 1))
 
 
 class SmallAlphaPACT(PACT):

@@ -17,6 +17,7 @@ import numpy as np
 import paddle
 import pytest
 from graph_modes import static_mode
+from tiny_cnn import TinyCNN
 
 from paddle_kure.quant import (PACTConfig, QuantAwareConfig, export_quantized, post_training_quantize,
                                prepare_qat)
@@ -126,21 +127,11 @@ def _static_qat(tmp_path, weight_bits, activation_bits, onnx_format, use_pact, s
 
 # ---- dygraph -----------------------------------------------------------------------------------
 
-class _Net(paddle.nn.Layer):
-    def __init__(self):
-        super().__init__()
-        self.conv = paddle.nn.Conv2D(1, 4, 3)
-        self.fc = paddle.nn.Linear(4 * 6 * 6, 10)
-
-    def forward(self, x):
-        return self.fc(paddle.flatten(paddle.nn.functional.relu(self.conv(x)), 1))
-
-
 def _dygraph_qat(tmp_path, weight_bits, activation_bits, onnx_format, use_pact, steps=6):
     config = QuantAwareConfig(weight_bits=weight_bits, activation_bits=activation_bits, onnx_format=onnx_format,
                               use_pact=use_pact)
     paddle.seed(0)
-    model = prepare_qat(_Net(), config, pact=PACTConfig(init="percentile", percentile=99.0) if use_pact else None,
+    model = prepare_qat(TinyCNN(), config, pact=PACTConfig(init="percentile", percentile=99.0) if use_pact else None,
                         calib_batch=paddle.to_tensor(IMAGES) if use_pact else None)
     opt = paddle.optimizer.Adam(1e-2, parameters=model.parameters())
     x, y = paddle.to_tensor(IMAGES), paddle.to_tensor(LABELS)
@@ -256,7 +247,7 @@ def _exported_weights(path):
 @pytest.mark.parametrize("onnx_format", FORMATS)
 def test_ptq_honours_bits(tmp_path, onnx_format):
     paddle.seed(0)
-    model = _Net()
+    model = TinyCNN()
     fp32 = {name: p.numpy() for name, p in model.named_parameters()}
     originals = [fp32["conv.weight"], fp32["fc.weight"]]
     outputs = {}
