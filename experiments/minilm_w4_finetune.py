@@ -25,7 +25,6 @@ import time
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
 
 from paddle_kure import attach_kure, plan_kure
@@ -33,6 +32,7 @@ from paddle_kure.outliers import tensor_kurtosis
 from paddle_kure.data.text import load_rotten_tomatoes
 from paddle_kure.models import BertClassifier, load_minilm
 from paddle_kure.robustness import quantized_weights, weight_scales
+from paddle_kure.train import fit
 
 FROZEN = r"bert\.embeddings\.word_embeddings\.weight"
 BITS = 4
@@ -75,17 +75,19 @@ def run_arm(arm, splits, eval_sets, args):
     order = np.random.default_rng(args.seed).permutation(len(texts))
     order = np.concatenate([order] * (1 + args.steps * args.batch_size // len(texts)))
     start, losses = time.time(), []
-    model.train()
-    for step in range(args.steps):
-        index = order[step * args.batch_size:(step + 1) * args.batch_size]
-        batch = {k: paddle.to_tensor(v) for k, v in tokenizer([texts[i] for i in index]).items()}
-        loss = F.cross_entropy(model(**batch), paddle.to_tensor(labels[index]))
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-        losses.append(float(loss))
-        if (step + 1) % 25 == 0:
-            print(f"{arm} step {step + 1}: ce {np.mean(losses[-25:]):.4f} ({time.time() - start:.0f} s)", flush=True)
+
+    def batches(epoch):
+        for step in range(args.steps):
+            index = order[step * args.batch_size:(step + 1) * args.batch_size]
+            yield tokenizer([texts[i] for i in index]), labels[index]
+
+    def record(step, loss):
+        losses.append(loss)
+        if len(losses) % 25 == 0:
+            print(f"{arm} step {len(losses)}: ce {np.mean(losses[-25:]):.4f} ({time.time() - start:.0f} s)", flush=True)
+
+    fit(model, optimizer, None, None, 1, args.batch_size, progress=False, desc=arm, batches=batches,
+        step_callbacks=[record])
     train_seconds = time.time() - start
     after = linear_kurtosis(model, list(before))
     record = {"arm": arm, "chosen": chosen, "kurtosis_before": before, "kurtosis_after": after,
