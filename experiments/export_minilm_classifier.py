@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     from paddle_kure.data.text import load_rotten_tomatoes
     from paddle_kure.models import BertClassifier, load_minilm
     from paddle_kure.quant.legacy import save_legacy_inference_model
+    from paddle_kure.train import evaluate, fit
 
     paddle.seed(args.seed)
     bert, tokenizer = load_minilm(max_length=args.max_length)
@@ -50,22 +51,17 @@ def main(argv=None) -> int:
     if args.train_size:
         texts, labels = texts[:args.train_size], labels[:args.train_size]
     start = time.time()
-    features = paddle.to_tensor(pooled_embeddings(bert, tokenizer, texts))
+    features = pooled_embeddings(bert, tokenizer, texts)
     print(f"embedded {len(texts)} training texts in {time.time() - start:.0f} s", flush=True)
     model = BertClassifier(bert, num_classes=2)
     optimizer = paddle.optimizer.Adam(1e-2, parameters=model.classifier.parameters(), weight_decay=1e-4)
-    targets = paddle.to_tensor(labels)
-    for _ in range(args.steps):
-        loss = paddle.nn.functional.cross_entropy(model.classifier(features), targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.clear_grad()
-    train_acc = float((model.classifier(features).argmax(-1).numpy() == labels).mean())
+    # full-batch steps: each "epoch" of fit is one batch of all the features
+    fit(model.classifier, optimizer, features, labels, args.steps, len(labels), seed=args.seed, progress=False)
+    train_acc = evaluate(model.classifier, features, labels)
     val_texts, val_labels = splits["val"]
     if args.val_size:
         val_texts, val_labels = val_texts[:args.val_size], val_labels[:args.val_size]
-    val_features = paddle.to_tensor(pooled_embeddings(bert, tokenizer, val_texts))
-    val_acc = float((model.classifier(val_features).argmax(-1).numpy() == val_labels).mean())
+    val_acc = evaluate(model.classifier, pooled_embeddings(bert, tokenizer, val_texts), val_labels)
     print(f"head: train accuracy {train_acc:.4f}, validation accuracy {val_acc:.4f} ({len(val_texts)} texts)")
     spec = [paddle.static.InputSpec([None, args.max_length], "int64", name)
             for name in ("input_ids", "token_type_ids", "attention_mask")]
