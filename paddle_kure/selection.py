@@ -207,9 +207,8 @@ def _positive(key, value):
         raise ValueError(f"{key} must be a positive number, got {value!r}")
 
 
-def _select(tensors, include=None, exclude=(), layer_types=None, min_size=0, auto_exclude=None,
-            num_std=3.0, mad_k=3.5) -> KurePlan:
-    """The selection itself, on ``_Tensor`` records."""
+def _select(tensors, include, exclude, layer_types, min_size, auto_exclude, num_std, mad_k) -> KurePlan:
+    """The selection itself, on ``_Tensor`` records (defaults live in the public functions only)."""
     predicate = include if callable(include) else None
     patterns = None if include is None or predicate else _compile(include, "include")
     excluded = _compile(exclude, "exclude")

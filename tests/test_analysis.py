@@ -7,6 +7,8 @@ import paddle
 import pytest
 from scipy import stats
 
+from kurtosis_reference import KURTOSES_NEAR_LOG_MAD_DEFAULT, log_mad_z_scores
+
 from paddle_kure.analysis import (KurtosisReport, load_named_arrays, outliers_log_mad, outliers_mean_std,
                                   tensor_kurtosis)
 from paddle_kure.cli import main as cli_main
@@ -47,6 +49,14 @@ def test_log_mad_rule_matches_numpy():
                                       (logs > median + k * mad) & (values > 2.0 * 10 ** median))
     flags = outliers_log_mad(values)
     assert flags[41] and flags[42] and not flags[43]  # only high values are outliers
+
+
+def test_log_mad_default_threshold_is_3_5_robust_std():
+    values = KURTOSES_NEAR_LOG_MAD_DEFAULT
+    z = log_mad_z_scores(values)
+    assert 3.0 < z[-2] < 3.5 < z[-1] < 5.0  # the case where the default, and only it, decides
+    assert outliers_log_mad(values).nonzero()[0].tolist() == [len(values) - 1]
+    np.testing.assert_array_equal(outliers_log_mad(values), outliers_log_mad(values, k=3.5))
 
 
 def test_log_mad_min_ratio_guards_a_tiny_mad():

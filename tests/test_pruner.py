@@ -349,6 +349,25 @@ def test_interrupted_and_resumed_run_ends_identical(stop, tmp_path):
     assert pruner.sparsity() == pytest.approx(round(0.8 * 144) / 144)
 
 
+@pytest.mark.parametrize("granularity", ["parameter", "global"])
+def test_set_state_dict_applies_the_loaded_masks_to_dense_weights(granularity):
+    # resuming onto weights without the zeros (e.g. the dense checkpoint): the loaded masks,
+    # not masks recomputed from these weights, decide what is zero
+    schedule = ConstantSchedule(0.6, start=3, unit="iteration")  # no update at step 0
+    rng = np.random.default_rng(4)
+    masks = {"0.weight": rng.random((6, 16)) < 0.5, "2.weight": rng.random((16, 3)) < 0.5}
+    model = small_mlp()
+    dense = {name: p.numpy().copy() for name, p in model.named_parameters()}
+    pruner = MagnitudePruner(model, schedule, granularity=granularity)
+    assert pruner.masks == {} and pruner.sparsity() == 0.0
+    pruner.set_state_dict({"epoch": 1, "iteration": 2, "masks": masks})
+    for name, weights in dense.items():
+        expected = weights * masks[name] if name in masks else weights
+        np.testing.assert_array_equal(model.state_dict()[name].numpy(), expected, err_msg=name)
+    assert (pruner.epoch, pruner.iteration) == (1, 2)
+    assert all(np.array_equal(pruner.masks[name], mask) for name, mask in masks.items())
+
+
 def test_set_state_dict_rejects_foreign_masks():
     pruner = MagnitudePruner(small_mlp(), ConstantSchedule(0.5))
     state = pruner.state_dict()

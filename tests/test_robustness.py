@@ -46,6 +46,21 @@ def test_mse_scale_beats_abs_max_on_heavy_tails(axis):
     assert err(best) < 0.8 * err(base)  # clipping the tails pays at 4 bits
 
 
+@pytest.mark.parametrize("bits", [3, 4])
+def test_mse_scale_per_channel_is_each_channels_own_search(bits):
+    # channels of different scale and shape: the best clipping fraction differs per channel,
+    # so a search that minimized the error summed over the tensor would not give these
+    rng = np.random.default_rng(5)
+    channels = [rng.uniform(-1, 1, 256), 30.0 * rng.laplace(size=256), 1e-3 * rng.standard_t(2, 256),
+                rng.normal(size=256) ** 3, np.r_[rng.normal(size=255), 40.0]]
+    w = np.stack(channels, axis=1)  # channels along axis 1, as in a Linear weight
+    per_channel = mse_scale(w, bits, axis=1)
+    alone = [mse_scale(w[:, c], bits) for c in range(w.shape[1])]
+    np.testing.assert_allclose(per_channel, alone, rtol=1e-12)
+    fractions = per_channel / abs_max_scale(w, axis=1)
+    assert fractions.max() - fractions.min() > 0.1
+
+
 def _model():
     paddle.seed(0)
     return paddle.nn.Sequential(paddle.nn.Linear(6, 5), paddle.nn.ReLU(), paddle.nn.Linear(5, 3))

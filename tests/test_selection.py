@@ -6,7 +6,7 @@ import numpy as np
 import paddle
 import pytest
 from graph_modes import static_mode
-from kurtosis_reference import kure_term, numerical_grad
+from kurtosis_reference import KURTOSES_NEAR_LOG_MAD_DEFAULT, array_with_kurtosis, kure_term, numerical_grad
 from kurtosis_reference import kurtosis as ref_kurtosis
 
 from paddle_kure import ActivationKurtosis, Kure, KurtosisDecay, KurtosisLoss, attach_kure, plan_kure
@@ -74,6 +74,19 @@ def test_auto_exclude_leaves_out_the_heavy_tailed_tensor(rule):
     assert "7.weight" in str(plan) and f"kurtosis outlier ({rule}" in str(plan)
     # without the rule everything of 2+ dims is chosen
     assert len(plan_kure(model).chosen) == 12
+
+
+def test_log_mad_default_threshold_decides_between_3_5_and_5_robust_std():
+    rng = np.random.default_rng(3)
+    model = paddle.nn.Sequential(*[paddle.nn.Linear(8, 8) for _ in KURTOSES_NEAR_LOG_MAD_DEFAULT])
+    for layer, target in zip(model, KURTOSES_NEAR_LOG_MAD_DEFAULT):
+        layer.weight.set_value(array_with_kurtosis(target, (8, 8), rng).astype("float32"))
+    last = len(model) - 1
+    plan = plan_kure(model, auto_exclude="log_mad")
+    assert [row.kurtosis for row in plan.rows if row.name.endswith("weight")] == \
+        pytest.approx(KURTOSES_NEAR_LOG_MAD_DEFAULT, rel=1e-4)
+    assert plan.chosen == [f"{i}.weight" for i in range(last)]  # 12.0 (3.1 robust std) kept, 18.4 (4.1) not
+    assert plan_kure(model, auto_exclude="log_mad", mad_k=5.0).chosen == [f"{i}.weight" for i in range(last + 1)]
 
 
 def test_mean_std_misses_two_outliers_that_log_mad_catches():
