@@ -76,13 +76,40 @@ def test_rules_skip_undefined_values():
         assert rule([]).tolist() == [] and rule([5.0]).tolist() == [False]
 
 
-def test_rules_reject_bad_arguments():
-    with pytest.raises(ValueError, match="num_std must be a number > 0"):
-        outliers_mean_std([1.0, 2.0], num_std=0)
-    with pytest.raises(ValueError, match="k must be a number > 0"):
-        outliers_log_mad([1.0, 2.0], k=True)
-    with pytest.raises(ValueError, match="min_ratio must be a number >= 1"):
-        outliers_log_mad([1.0, 2.0], min_ratio=0.5)
+def test_rules_count_every_value_above_zero_and_return_bools():
+    # ten zeros (constant tensors) are undefined: 5.0 is then alone and no outlier;
+    # ten ones (two-valued tensors, the lowest kurtosis there is) are defined: 30.0 is
+    for rule in (outliers_mean_std, outliers_log_mad):
+        assert rule([0.0] * 10 + [5.0]).tolist() == [False] * 11
+        assert rule([1.0] * 10 + [30.0]).tolist() == [False] * 10 + [True]
+        assert rule([1.0, 3.0]).dtype == bool
+
+
+def test_rules_work_from_two_values():
+    assert outliers_mean_std([1.0, 3.0], num_std=0.5).tolist() == [True, True]  # both 1 std from the mean
+    # logs 0.48 and 2.48: median 1.48, MAD 1.48 (normalized): 0.5 MADs above is 2.22
+    assert outliers_log_mad([3.0, 300.0], k=0.5).tolist() == [False, True]
+
+
+def test_log_mad_flags_strictly_more_than_min_ratio_times_the_median():
+    # MAD 0: the threshold is exactly 2 x the median
+    assert outliers_log_mad([1.0] * 10 + [2.0, 2.01]).tolist() == [False] * 11 + [True]
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: outliers_mean_std([1.0, 2.0], num_std=0), "num_std must be a number > 0"),
+    (lambda: outliers_mean_std([1.0, 2.0], num_std=True), "num_std must be a number > 0"),
+    (lambda: outliers_log_mad([1.0, 2.0], k=True), "k must be a number > 0"),
+    (lambda: outliers_log_mad([1.0, 2.0], k=0), "k must be a number > 0"),
+    (lambda: outliers_log_mad([1.0, 2.0], min_ratio=0.5), "min_ratio must be a number >= 1"),
+    (lambda: outliers_log_mad([1.0, 2.0], min_ratio=True), "min_ratio must be a number >= 1"),
+])
+def test_rules_reject_bad_arguments(call, words):
+    with pytest.raises(ValueError, match=words):
+        call()
+
+
+def test_rules_reject_a_table_of_values():
     with pytest.raises(ValueError, match="1-D"):
         outliers_log_mad([[1.0, 2.0]])
 
