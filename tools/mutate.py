@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime
+import difflib
 import json
 import os
 import re
@@ -67,7 +68,10 @@ TARGETS = {
     "prune": Target({"paddle_kure/prune/config.py": None, "paddle_kure/prune/pruner.py": None,
                      "paddle_kure/prune/schedules.py": None},
                     ("tests/test_pruner.py", "tests/test_prune_schedules.py")),
-    "robustness": Target({"paddle_kure/robustness.py": None}, ("tests/test_robustness.py",)),
+    # the quantizer and scale search (the sweep driver around them is left out)
+    "robustness": Target({"paddle_kure/robustness.py": (
+        "quantize_array", "channel_axis", "_reduce_axes", "abs_max_scale", "mse_scale", "_check_method",
+        "_check_fractions", "weight_scales", "quantized_weights", "scale_ratio")}, ("tests/test_robustness.py",)),
     # the QAT config and where its bits reach PaddleSlim
     "quant": Target({"paddle_kure/quant/config.py": None, "paddle_kure/quant/static.py": ("_slim_config",),
                      "paddle_kure/quant/dygraph.py": ("prepare_qat",)},
@@ -242,6 +246,9 @@ def run_cpp():
         if count == 0:
             row.update(status="not applied", detail="pattern not found")
         else:
+            row["diff"] = "\n".join(line for line in difflib.unified_diff(original.splitlines(), patched.splitlines(),
+                                                                         lineterm="", n=0)
+                                    if line[:1] in "+-" and not line.startswith(("+++", "---")))
             path.write_text(patched)
             try:
                 status, detail = _build_and_test(scratch)
@@ -298,8 +305,10 @@ def write_report(results):
         for path, why in result.get("missing", {}).items():
             notes.append(f"- `{path}`: {why} (edit `TARGETS` in tools/mutate.py)")
         if result["kind"] == "cpp":
-            notes += [f"- `{m['name']}` ({m['file']}, {m['what']}): {m['status']}"
-                      + (f" -- {_reason(m)}" if m["status"] == SURVIVED else "") for m in result["mutants"]]
+            for m in result["mutants"]:
+                reason = f": {_reason(m) or 'NOT YET EXPLAINED'}" if m["status"] == SURVIVED else ""
+                diff = "\n".join("    " + line for line in m.get("diff", "").splitlines())
+                notes.append(f"- `{m['name']}` ({m['file']}, {m['what']}): **{m['status']}**{reason}\n\n{diff}\n")
         else:
             for m in result["mutants"]:
                 if m["status"] in CAUGHT or result.get("error"):
