@@ -290,3 +290,102 @@ def test_kurtosis_config_maps_onto_the_selection(tmp_path):
     bad.write_text("Kurtosis: {min_size: -1}\n")
     with pytest.raises(ConfigError, match="bad.yaml: Kurtosis.min_size"):
         load_config(str(bad))
+
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+def test_plan_text_and_dict_exactly():
+    plan = select_tensors({"a.w": [4, 8], "a.b": [8], "c.w": [8, 8]}, {"a.w": 2.0, "a.b": 3.0, "c.w": 50.0},
+                          exclude=[r"c\.w"])
+    assert str(plan).splitlines() == [
+        "KURE plan: 1 of 3 tensors chosen (auto_exclude=None)",
+        "name  shape  kurtosis  chosen  reason",
+        "a.w   4x8    2         yes     chosen",
+        "a.b   8      3         no      fewer than 2 dims (not a weight)",
+        r"c.w   8x8    50        no      exclude pattern c\.w",
+    ]
+    row = {"layer_type": "", "l2_coeff": None}
+    assert plan.to_dict() == {"rule": None, "coeff": None, "target": None, "tensors": [
+        dict(row, name="a.w", shape=[4, 8], kurtosis=2.0, chosen=True, reason="chosen", size=32),
+        dict(row, name="a.b", shape=[8], kurtosis=3.0, chosen=False, reason="fewer than 2 dims (not a weight)", size=8),
+        dict(row, name="c.w", shape=[8, 8], kurtosis=50.0, chosen=False, reason=r"exclude pattern c\.w", size=64)]}
+    assert plan.coeff is None and plan.target is None
+
+
+def test_attached_plan_header_and_defaults():
+    model = paddle.nn.Sequential(
+        paddle.nn.Linear(6, 5, weight_attr=paddle.ParamAttr(regularizer=paddle.regularizer.L2Decay(0.02))),
+        paddle.nn.Linear(5, 3))
+    plan = attach_kure(model)  # the KURE paper's lambda 1 and target 1.8, no L2 added
+    assert str(plan).splitlines()[0] == "KURE plan: 2 of 4 tensors chosen (auto_exclude=None), coeff 1 (each 0.5), target 1.8"
+    lines = {line.split()[0]: line for line in str(plan).splitlines()[2:]}
+    assert lines["0.weight"].endswith("yes     chosen (l2 0.02)") and lines["1.weight"].endswith("yes     chosen")
+    assert (model[1].weight.regularizer.coeff, model[1].weight.regularizer.target) == (0.5, 1.8)
+    assert model[1].weight.regularizer.l2_coeff == 0.0 and plan.rows[2].l2_coeff == 0.0
+    plan = plan_kure(model).attach()
+    assert (plan.coeff, plan.target, model[0].weight.regularizer.coeff) == (1.0, 1.8, 0.5)
+
+
+def test_attach_validates_the_l2_of_every_parameter_before_changing_any():
+    model = paddle.nn.Sequential(
+        paddle.nn.Linear(6, 5, weight_attr=paddle.ParamAttr(regularizer=paddle.regularizer.L2Decay(0.02))),
+        paddle.nn.Linear(5, 3))
+    with pytest.raises(ValueError, match="l2_coeff"):
+        attach_kure(model, l2_coeff=-0.1)  # only the second weight would take it
+    assert isinstance(model[0].weight.regularizer, paddle.regularizer.L2Decay) and model[1].weight.regularizer is None
+
+
+def test_parameters_of_the_model_itself_and_reasons_of_each_criterion():
+    class Direct(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.scale = self.create_parameter([4, 4])
+            self.fc = paddle.nn.Linear(4, 4)
+
+    model = Direct()
+    plan = plan_kure(model, include=lambda name, p: name != "fc.bias", layer_types=["Linear"])
+    rows = {row.name: row for row in plan.rows}
+    assert rows["scale"].layer_type == "Direct" and rows["scale"].reason == "layer type Direct not in layer_types"
+    assert rows["fc.bias"].reason == "include predicate is false"
+    assert plan.chosen == ["fc.weight"] and plan.rule is None
+    assert plan_kure(model, include=["fc.*"]).rows[0].reason == "matches no include pattern"
+    assert plan_kure(model, auto_exclude="log_mad").rule == "log_mad"
+
+
+def test_select_tensors_defaults_missing_values_and_include():
+    values = dict(zip([f"t{i}" for i in range(13)], KURTOSES_NEAR_LOG_MAD_DEFAULT))
+    shapes = {name: [8, 8] for name in values}
+    assert select_tensors(shapes, values, auto_exclude="log_mad").chosen == list(shapes)[:-1]  # default 3.5 MADs
+    plan = select_tensors(dict(shapes, extra=[8, 8]), values, include=[r"t1\d?"])
+    assert plan.chosen == ["t1", "t10", "t11", "t12"]
+    assert np.isnan(plan.rows[-1].kurtosis) and plan.rows[-1].layer_type == ""
+    with pytest.raises(ValueError, match=r"auto_exclude needs the kurtosis of \['extra'\]"):
+        select_tensors(dict(shapes, extra=[8, 8]), values, auto_exclude="mean_std")
+    with pytest.raises(TypeError, match="predicate needs parameters"):
+        select_tensors(shapes, values, include=lambda name, p: True)
+    # num_std reaches the rule: at 1 std the largest values are out
+    assert len(select_tensors(shapes, values, auto_exclude="mean_std", num_std=1.0).chosen) < len(shapes)
+    assert select_tensors(shapes, values, auto_exclude="mean_std").chosen == list(shapes)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"exclude": 5}, TypeError, "exclude must be a list of regular expressions"),
+    ({"include": ["fc1["]}, ValueError, r"^include: 'fc1\[' is not a regular expression"),
+    ({"exclude": ["fc1["]}, ValueError, r"^exclude: 'fc1\[' is not a regular expression"),
+    ({"layer_types": []}, TypeError, "non-empty list"),
+    ({"layer_types": {"Linear"}}, TypeError, "non-empty list"),
+    ({"min_size": True}, ValueError, "min_size must be an integer"),
+    ({"min_size": 1.5}, ValueError, "min_size must be an integer"),
+    ({"num_std": 0}, ValueError, "^num_std must be a positive number"),
+    ({"num_std": True}, ValueError, "^num_std must be a positive number"),
+    ({"num_std": float("inf")}, ValueError, "^num_std must be a positive number"),
+    ({"num_std": "3"}, ValueError, "^num_std must be a positive number"),
+    ({"mad_k": -1.0}, ValueError, "^mad_k must be a positive number"),
+])
+def test_selection_argument_errors(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        plan_kure(Net(), **kwargs)
+
+
+def test_small_positive_band_widths_are_accepted():
+    assert plan_kure(Net(), auto_exclude="log_mad", mad_k=0.5, num_std=0.5).rule == "log_mad"

@@ -171,8 +171,17 @@ def _setup_cfg(target):
             + "do_not_mutate_patterns =" + "".join(f"\n    {p}" for p in UNMUTATED_STATEMENTS) + "\n")
 
 
-def run_python_target(name, target, jobs, deps):
+def _finished(scratch, target):
+    """Whether a previous run left a verdict for every mutant of ``target`` in ``scratch``."""
+    metas = [scratch / "mutants" / (path + ".meta") for path in target.sources]
+    return all(m.exists() for m in metas) and all(
+        code is not None for m in metas for code in json.loads(m.read_text())["exit_code_by_key"].values())
+
+
+def run_python_target(name, target, jobs, deps, reuse=False):
     scratch = WORK / name
+    if reuse and _finished(scratch, target):
+        return _collect(name, target, scratch, rc=0)
     _copy_tree(scratch)
     missing = {}
     for path, keep in target.sources.items():
@@ -187,6 +196,11 @@ def run_python_target(name, target, jobs, deps):
     with open(scratch / "mutmut.log", "w") as log:
         rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)], cwd=scratch,
                             env=_env(deps), stdout=log, stderr=subprocess.STDOUT).returncode
+    (scratch / "seconds.txt").write_text(str(round(time.time() - started)))
+    return _collect(name, target, scratch, rc, missing)
+
+
+def _collect(name, target, scratch, rc, missing=None):
     mutants = []
     for path in target.sources:
         meta = scratch / "mutants" / (path + ".meta")
@@ -199,26 +213,39 @@ def run_python_target(name, target, jobs, deps):
     if rc != 0:  # e.g. the unmutated tests failed: no mutant was judged
         tail = (scratch / "mutmut.log").read_text(errors="replace").replace("\r", "\n").strip().splitlines()[-3:]
         error = f"mutmut exited with {rc}: " + " / ".join(tail)
+    functions = {}
+    for path in target.sources:
+        mutated = scratch / "mutants" / path
+        if mutated.exists():
+            source = mutated.read_text()
+            functions.update((node.name, ast.get_source_segment(source, node)) for node in ast.walk(ast.parse(source))
+                             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
     for mutant in mutants:
         if mutant["status"] in (SURVIVED, NO_TESTS):
-            mutant["diff"] = _mutant_diff(scratch, mutant["name"], deps)
-    return {"error": error, "target": name, "kind": "python", "sources": {k: v and list(v) for k, v in target.sources.items()},
-            "tests": list(target.tests), "mutmut_exit_code": rc, "seconds": round(time.time() - started),
-            "missing": missing, "mutants": mutants}
+            mutant["diff"] = _mutant_diff(functions, mutant["name"].rpartition(".")[2])
+    return {"error": error, "target": name, "kind": "python",
+            "sources": {k: v and list(v) for k, v in target.sources.items()}, "tests": list(target.tests),
+            "mutmut_exit_code": rc, "seconds": int((scratch / "seconds.txt").read_text()), "missing": missing or {},
+            "mutants": mutants}
 
 
-def _mutant_diff(scratch, name, deps):
-    out = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=scratch, env=_env(deps),
-                         capture_output=True, text=True).stdout
-    changed = [line for line in out.splitlines()
-               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    return "\n".join(changed) or out.strip()
+def _mutant_diff(functions, mutant_function):
+    """The changed lines between mutmut's copy of the original function and the mutant."""
+    original = re.sub(r"__mutmut_\d+$", "__mutmut_orig", mutant_function)
+    if mutant_function not in functions or original not in functions:
+        return "(source not found)"
+    before = functions[original].replace(original, mutant_function).splitlines()
+    return "\n".join(line for line in difflib.unified_diff(before, functions[mutant_function].splitlines(),
+                                                           lineterm="", n=0)
+                     if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
 def _build_and_test(scratch):
     library = list((scratch / "paddle_kure").glob("_kure_ops*.so"))
     for lib in library:
         lib.unlink()  # a failed build must not test the previous library
+    # setuptools would link the previous object files: they look newer than the .cc when only the header changed
+    shutil.rmtree(scratch / "build", ignore_errors=True)
     build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=scratch, env=_env(None),
                            capture_output=True, text=True)
     if build.returncode != 0:
@@ -336,6 +363,8 @@ def main(argv=None):
     parser.add_argument("--deps", default=None,
                         help="extra PYTHONPATH holding mutmut, when it is not installed in this interpreter")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the stored results")
+    parser.add_argument("--reuse", action="store_true",
+                        help="collect a target's finished mutmut run in build/mutate instead of running it again")
     args = parser.parse_args(argv)
     names = list(TARGETS) + ([] if args.no_cpp else ["csrc"])
     if args.only:
@@ -349,7 +378,8 @@ def main(argv=None):
     if not args.report_only:
         for name in names:
             print(f"mutating {name} ...", flush=True)
-            result = run_cpp() if name == "csrc" else run_python_target(name, TARGETS[name], args.jobs, args.deps)
+            result = run_cpp() if name == "csrc" else run_python_target(name, TARGETS[name], args.jobs, args.deps,
+                                                                       args.reuse)
             result["when"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             caught, counted = _score(result["mutants"])
             print(f"  {name}: {caught} of {counted} caught in {result.get('seconds', '?')} s", flush=True)
