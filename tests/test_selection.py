@@ -9,8 +9,9 @@ from graph_modes import static_mode
 from kurtosis_reference import KURTOSES_NEAR_LOG_MAD_DEFAULT, array_with_kurtosis, kure_term, numerical_grad
 from kurtosis_reference import kurtosis as ref_kurtosis
 
-from paddle_kure import ActivationKurtosis, Kure, KurtosisDecay, KurtosisLoss, attach_kure, plan_kure
+from paddle_kure import ActivationKurtosis, Kure, KurtosisDecay, KurtosisLoss, attach_kure, kurtosis, plan_kure
 from paddle_kure.config import ConfigError, KurtosisConfig, load_config
+from paddle_kure.losses import kurtosis_penalty
 from paddle_kure.selection import select_tensors
 
 
@@ -389,3 +390,59 @@ def test_selection_argument_errors(kwargs, error, words):
 
 def test_small_positive_band_widths_are_accepted():
     assert plan_kure(Net(), auto_exclude="log_mad", mad_k=0.5, num_std=0.5).rule == "log_mad"
+
+
+def test_loss_defaults_and_activation_term_value():
+    rng = np.random.default_rng(4)
+    arrays = [rng.laplace(size=(6, 5)), rng.uniform(size=(9,))]
+    terms = [(ref_kurtosis(a) - 1.8) ** 2 for a in arrays]
+    np.testing.assert_allclose(float(kurtosis_penalty([kurtosis(paddle.to_tensor(a)) for a in arrays])),
+                               np.mean(terms), rtol=1e-10)  # default target 1.8, mean
+    model = paddle.nn.Sequential(paddle.nn.Linear(6, 16), paddle.nn.ReLU(), paddle.nn.Linear(16, 3))
+    x = paddle.randn([32, 6])
+    with ActivationKurtosis(model, ["0"]) as default:
+        out = model[0](x)
+        np.testing.assert_allclose(float(default.loss()), (ref_kurtosis(out.numpy()) - 1.8) ** 2, rtol=1e-4)
+    with ActivationKurtosis(model, ("0", "2"), coeff=0.5, target=3.0, reduction="sum") as term:
+        hidden, out = model[0](x), model(x)
+        expected = 0.5 * sum((ref_kurtosis(v.numpy()) - 3.0) ** 2 for v in (hidden, out))
+        np.testing.assert_allclose(float(term.loss()), expected, rtol=1e-4)
+
+
+def test_kure_names_nested_layers_and_plans_nothing_for_named_activations():
+    model = paddle.nn.Sequential(paddle.nn.Sequential(paddle.nn.Linear(6, 8), paddle.nn.ReLU()),
+                                 paddle.nn.Linear(8, 2))
+    with Kure(model, on_activations=True) as kure:
+        assert kure.activations.layer_names == ["0.0", "1"]  # the layer of "0.0.weight" is "0.0"
+    with Kure(model, on_weights=False, on_activations=True, layers=["1"]) as kure:
+        assert kure.plan is None and kure.weights is None
+
+
+@pytest.mark.parametrize("make, error, words", [
+    (lambda m, t: kurtosis_penalty([t], target=1.0), ValueError, "^kurtosis_penalty: target must be a number > 1"),
+    (lambda m, t: kurtosis_penalty([t], reduction="max"), ValueError, "^kurtosis_penalty: reduction"),
+    (lambda m, t: KurtosisLoss([t], target=1.0), ValueError, "^KurtosisLoss: target must be"),
+    (lambda m, t: KurtosisLoss([t], target="2"), ValueError, "^KurtosisLoss: target must be"),
+    (lambda m, t: KurtosisLoss([t], target=True), ValueError, "^KurtosisLoss: target must be"),
+    (lambda m, t: KurtosisLoss(t), TypeError, "^KurtosisLoss: params must be a non-empty list"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], coeff=-1.0), ValueError, "^ActivationKurtosis: coeff must be"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], coeff=float("inf")), ValueError, "^ActivationKurtosis: coeff"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], coeff="1"), ValueError, "^ActivationKurtosis: coeff"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], coeff=True), ValueError, "^ActivationKurtosis: coeff"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], target=0.5), ValueError, "^ActivationKurtosis: target"),
+    (lambda m, t: ActivationKurtosis(m, {"0"}), TypeError, "^ActivationKurtosis: layer_names must be a list"),
+    (lambda m, t: Kure(m, coeff=-1.0), ValueError, "^Kure: coeff must be"),
+    (lambda m, t: Kure(m, target=1.0), ValueError, "^Kure: target must be"),
+    (lambda m, t: Kure(m, on_weights=1), TypeError, "^Kure: on_weights must be True or False"),
+    (lambda m, t: Kure(m, on_activations="yes"), TypeError, "^Kure: on_activations must be True or False"),
+])
+def test_loss_argument_errors_name_their_owner(make, error, words):
+    model = paddle.nn.Sequential(paddle.nn.Linear(6, 4))
+    with pytest.raises(error, match=words):
+        make(model, paddle.randn([4, 4]))
+
+
+def test_zero_coeff_is_allowed():
+    model = paddle.nn.Sequential(paddle.nn.Linear(6, 4))
+    assert float(Kure(model, coeff=0).loss()) == 0.0
+    ActivationKurtosis(model, ["0"], coeff=0).remove()

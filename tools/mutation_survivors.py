@@ -30,4 +30,11 @@ SURVIVORS = {
     "shape with a 0 dimension would differ)",
     "paddle_kure.selection.xǁKurePlanǁattach__mutmut_11": "equivalent: that KurtosisDecay only validates coeff and "
     "target; l2 1.0 and 0.0 are both valid and the object is dropped",
+    # losses
+    "paddle_kure.losses.xǁKureǁ__init____mutmut_52": "equivalent: Kure reads only kurtoses() of its KurtosisLoss and "
+    "reduces them itself with its own reduction, so the KurtosisLoss's reduction is never used",
+    "paddle_kure.losses.xǁKureǁ__init____mutmut_80": "equivalent: Kure only take()s the recorded values of its "
+    "ActivationKurtosis; that object's reduction is never used",
+    "paddle_kure.losses.xǁKureǁ__init____mutmut_81": "equivalent: as mutmut_80, for the ActivationKurtosis's coeff "
+    "(Kure applies its own)",
 }
