@@ -37,4 +37,24 @@ SURVIVORS = {
     "ActivationKurtosis; that object's reduction is never used",
     "paddle_kure.losses.xǁKureǁ__init____mutmut_81": "equivalent: as mutmut_80, for the ActivationKurtosis's coeff "
     "(Kure applies its own)",
+    # robustness (quantizer and scale search)
+    "paddle_kure.robustness.x__reduce_axes__mutmut_1": "equivalent: reducing over every axis is what axis=None does",
+    "paddle_kure.robustness.x_quantize_array__mutmut_21": "equivalent under numpy 1.26.4 (the pinned one): reshape "
+    "takes any negative size as the unknown one",
+    "paddle_kure.robustness.x_quantize_array__mutmut_33": "equivalent: the stand-in divisor of a zero scale only "
+    "computes values that np.where then replaces by 0",
+    "paddle_kure.robustness.x_quantize_array__mutmut_12": "missing test, harmless: a float32 scale array would be "
+    "divided in float32 instead of float64 (a difference only at rounding ties in the last bit)",
+    "paddle_kure.robustness.x_quantize_array__mutmut_14": "missing test, harmless: as mutmut_12",
+    "paddle_kure.robustness.x_mse_scale__mutmut_9": "equivalent: a scalar inf broadcasts like the array of infs",
+    "paddle_kure.robustness.x_mse_scale__mutmut_13": "equivalent: as mutmut_9",
+    "paddle_kure.robustness.x_mse_scale__mutmut_15": "equivalent for finite weights: the first grid fraction "
+    "replaces every initial value (err < inf), so the NaN start is never returned",
+    "paddle_kure.robustness.x_mse_scale__mutmut_20": "equivalent: best is rebound by np.where, never written in "
+    "place, so sharing memory with base changes nothing",
+    "paddle_kure.robustness.x_mse_scale__mutmut_21": "equivalent: as mutmut_20",
+    "paddle_kure.robustness.x_mse_scale__mutmut_49": "missing test: which of two grid fractions with bit-identical "
+    "squared error is kept (no natural tensor found that ties)",
+    "paddle_kure.robustness.x_scale_ratio__mutmut_27": "equivalent: the stand-in divisor of a zero abs-max only "
+    "divides a scale that is 0 there too",
 }
