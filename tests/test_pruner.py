@@ -392,3 +392,62 @@ def test_sparsity_table_counts_zeros():
     pruner = MagnitudePruner(model, ConstantSchedule(0.5))
     assert "| 0.weight | 6x16 | 48 / 96 | 50.00% |" in pruner.sparsity_table()
     assert "| 0.bias | 16 | 16 / 16 | 100.00% |" in sparsity_table(model)  # Linear biases start at 0
+
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+def test_global_masks_of_three_parameters_and_the_sparsity_bound():
+    arrays = {"a": np.array([0.9, 0.1]), "b": np.array([0.2, 0.8, 0.3]), "c": np.array([0.05, 0.7])}
+    masks = magnitude_masks(arrays, 3 / 7, "global")  # the three smallest of all: 0.05, 0.1, 0.2
+    assert {k: v.tolist() for k, v in masks.items()} == {
+        "a": [True, False], "b": [False, True, True], "c": [False, True]}
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+        magnitude_masks(arrays, 1.0)
+
+
+def test_many_ties_are_pruned_in_position_order():
+    masks = magnitude_masks({"w": np.zeros(1000)}, 0.5)
+    assert masks["w"][500:].all() and not masks["w"][:500].any()
+
+
+def test_sparsity_table_of_a_one_element_tensor():
+    assert sparsity_table({"s": np.zeros(1)}).splitlines()[2] == "| s | 1 | 1 / 1 | 100.00% |"
+
+
+def test_parameters_of_the_model_itself_and_shared_parameters():
+    class Tied(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.scale = self.create_parameter([4, 4])
+            self.first = paddle.nn.Linear(4, 4)
+            self.second = paddle.nn.Linear(4, 4)
+            self.second.weight = self.first.weight  # tied: pruned once, under its first name
+            self.third = paddle.nn.Linear(4, 4)
+
+    pruner = MagnitudePruner(Tied(), ConstantSchedule(0.5))
+    assert pruner.names == ["scale", "first.weight", "third.weight"]
+
+
+def test_loaded_masks_are_booleans():
+    pruner = MagnitudePruner(small_mlp(), ConstantSchedule(0.5, start=3, unit="iteration"))
+    pruner.set_state_dict({"epoch": 0, "iteration": 0,
+                           "masks": {"0.weight": np.ones((6, 16), dtype=np.int64)}})
+    assert pruner.masks["0.weight"].dtype == bool
+
+
+def test_config_builds_the_pruner_it_describes():
+    config = PruneConfig(ConstantSchedule(0.5), granularity="global", include=["*.weight"], exclude=["2.*"],
+                         layer_types=["Linear"])
+    pruner = config.build_pruner(small_mlp())
+    assert (pruner.granularity, pruner.names) == ("global", ["0.weight"])
+
+
+def test_static_pruner_reads_and_writes_the_given_scope():
+    with static_mode("legacy"):
+        main, startup, _, _, _ = build_static_mlp()
+        scope = paddle.static.Scope()  # not the global one
+        with paddle.static.scope_guard(scope):
+            paddle.static.Executor(paddle.CPUPlace()).run(startup)
+        pruner = PruneConfig(ConstantSchedule(0.5)).build_pruner(main, scope=scope, place=paddle.CPUPlace())
+        w = np.array(scope.find_var(pruner.names[0]).get_tensor())
+        assert np.count_nonzero(w == 0) == w.size // 2

@@ -218,7 +218,9 @@ def _collect(name, target, scratch, rc, missing=None):
         mutated = scratch / "mutants" / path
         if mutated.exists():
             source = mutated.read_text()
-            functions.update((node.name, ast.get_source_segment(source, node)) for node in ast.walk(ast.parse(source))
+            lines = source.splitlines()
+            functions.update((node.name, "\n".join(lines[node.lineno - 1:node.end_lineno]))
+                             for node in ast.walk(ast.parse(source))
                              if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
     for mutant in mutants:
         if mutant["status"] in (SURVIVED, NO_TESTS):

@@ -7,6 +7,8 @@ names the behaviour no test checks. Names come from mutmut (``module.function__m
 is edited, and the report then shows the survivor as "NOT YET EXPLAINED".
 """
 
+CPU_ONLY = "not testable on this CPU-only Paddle: differs only when parameters live on a GPU"
+
 SURVIVORS = {
     # outlier rules
     "paddle_kure.analysis.x__defined__mutmut_3": "equivalent: np.asarray without dtype=float64 gives float64 for the "
@@ -57,4 +59,22 @@ SURVIVORS = {
     "squared error is kept (no natural tensor found that ties)",
     "paddle_kure.robustness.x_scale_ratio__mutmut_27": "equivalent: the stand-in divisor of a zero abs-max only "
     "divides a scale that is 0 there too",
+    # prune
+    "paddle_kure.prune.pruner.x__smallest_pruned__mutmut_6": "equivalent: None stored into a bool array is False",
+    "paddle_kure.prune.pruner.x__smallest_pruned__mutmut_12": "equivalent: numpy reads the sort kind "
+    "case-insensitively ('STABLE' is 'stable')",
+    "paddle_kure.prune.pruner.xǁ_LayerWeightsǁ__init____mutmut_4": "equivalent: include_sublayers=None is falsy, as False",
+    "paddle_kure.prune.pruner.xǁ_LayerWeightsǁmultiply__mutmut_2": "equivalent: the device-mask cache only saves a "
+    "host-to-device copy; without it the same mask is rebuilt",
+    "paddle_kure.prune.pruner.xǁ_LayerWeightsǁmultiply__mutmut_3": "equivalent: as multiply mutmut_2 (cache never hit)",
+    "paddle_kure.prune.pruner.xǁ_LayerWeightsǁmultiply__mutmut_6": "equivalent: as multiply mutmut_2 (cache never hit)",
+    "paddle_kure.prune.pruner.xǁ_LayerWeightsǁmultiply__mutmut_15": "equivalent: as multiply mutmut_2 (cache dropped)",
+    "paddle_kure.prune.pruner.xǁ_ProgramWeightsǁ__init____mutmut_7": "equivalent: a Program's layer_types are never "
+    "read (layer_types with a Program is refused before)",
+    "paddle_kure.prune.pruner.xǁ_LayerWeightsǁmultiply__mutmut_11": CPU_ONLY,
+    "paddle_kure.prune.pruner.xǁ_LayerWeightsǁmultiply__mutmut_14": CPU_ONLY,
+    "paddle_kure.prune.pruner.x__tensor_place__mutmut_2": CPU_ONLY,
+    "paddle_kure.prune.pruner.x__tensor_place__mutmut_4": CPU_ONLY,
+    "paddle_kure.prune.pruner.xǁMagnitudePrunerǁ__init____mutmut_10": CPU_ONLY,
+    "paddle_kure.prune.pruner.xǁ_ProgramWeightsǁ__init____mutmut_12": CPU_ONLY,
 }
