@@ -51,6 +51,7 @@ class Target:
 
     sources: dict
     tests: tuple
+    deselect: tuple = ()  # test ids mutmut cannot run (with the reason beside them in TARGETS)
 
 
 # The one place to edit when modules move or tests are added.
@@ -63,8 +64,10 @@ TARGETS = {
         ("tests/test_analysis.py", "tests/test_selection.py"),
     ),
     "losses": Target({"paddle_kure/losses.py": None}, ("tests/test_selection.py",)),
+    # to_static reads forward's signature, which mutmut's trampoline turns into (*args, **kwargs)
     "nn": Target({"paddle_kure/nn/pact.py": None, "paddle_kure/nn/quantizers.py": None},
-                 ("tests/test_pact.py", "tests/test_quantizers.py")),
+                 ("tests/test_pact.py", "tests/test_quantizers.py", "tests/test_transformer.py"),
+                 deselect=("tests/test_pact.py::test_uncalibrated_layer_refuses_to_be_traced",)),
     "prune": Target({"paddle_kure/prune/config.py": None, "paddle_kure/prune/pruner.py": None,
                      "paddle_kure/prune/schedules.py": None},
                     ("tests/test_pruner.py", "tests/test_prune_schedules.py")),
@@ -72,10 +75,11 @@ TARGETS = {
     "robustness": Target({"paddle_kure/robustness.py": (
         "quantize_array", "channel_axis", "_reduce_axes", "abs_max_scale", "mse_scale", "_check_method",
         "_check_fractions", "weight_scales", "quantized_weights", "scale_ratio")}, ("tests/test_robustness.py",)),
-    # the QAT config and where its bits reach PaddleSlim
-    "quant": Target({"paddle_kure/quant/config.py": None, "paddle_kure/quant/static.py": ("_slim_config",),
-                     "paddle_kure/quant/dygraph.py": ("prepare_qat",)},
-                    ("tests/test_config.py", "tests/test_qat_static.py", "tests/test_qat_dygraph.py")),
+    "quant": Target({"paddle_kure/quant/config.py": None}, ("tests/test_config.py",)),
+    # where the bits reach PaddleSlim: QAT tests, slow (about 10 s a mutant on 2 busy cores)
+    "quant_bits": Target({"paddle_kure/quant/static.py": ("_slim_config",),
+                          "paddle_kure/quant/dygraph.py": ("prepare_qat",)},
+                         ("tests/test_qat_static.py", "tests/test_qat_dygraph.py")),
 }
 
 # Statements left alone: the text of error messages and warnings (the conditions that raise are mutated).
@@ -144,7 +148,7 @@ def _copy_tree(dest, extra=()):
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("paddle_kure", "tests") + tuple(extra):
+    for name in ("paddle_kure", "tests", "configs") + tuple(extra):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name, **({"ignore": ignore} if src.is_dir() else {}))
 
@@ -166,8 +170,9 @@ def _fence_other_functions(path, keep):
 def _setup_cfg(target):
     tests = "".join(f"\n    {t}" for t in target.tests)
     only = "".join(f"\n    {s}" for s in target.sources)
-    return (f"[mutmut]\nsource_paths = paddle_kure\nonly_mutate ={only}\npytest_add_cli_args_test_selection ={tests}\n"
+    return (f"[mutmut]\nsource_paths = paddle_kure\nalso_copy =\n    configs\nonly_mutate ={only}\npytest_add_cli_args_test_selection ={tests}\n"
             "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q\n"
+            + "".join(f"    --deselect\n    {test}\n" for test in target.deselect)
             + "do_not_mutate_patterns =" + "".join(f"\n    {p}" for p in UNMUTATED_STATEMENTS) + "\n")
 
 
