@@ -161,3 +161,8 @@ def test_quant_config_errors_without_a_source_name_none():
     with pytest.raises(ValueError) as info:
         QuantAwareConfig.from_dict({"weight_bits": 3})
     assert str(info.value).endswith("got 3")
+
+
+def test_quantize_op_types_must_be_a_list():
+    with pytest.raises(TypeError, match="QuantAwareConfig.quantize_op_types must be a list"):
+        QuantAwareConfig(quantize_op_types={"mul"})

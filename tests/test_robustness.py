@@ -276,3 +276,20 @@ def test_accuracy_fractions_up_to_1_5():
     SweepConfig(accuracy_fractions=[1.5])
     with pytest.raises(ValueError, match="fractions"):
         SweepConfig(accuracy_fractions=[1.51])
+
+
+def test_scale_ratio_is_per_tensor_by_default():
+    model = paddle.nn.Sequential(paddle.nn.Linear(2, 3))
+    model[0].weight.set_value(np.array([[0.1, -0.2, 1.0], [0.05, 0.1, -0.5]], dtype="float32"))
+    assert scale_ratio(model, {"0.weight": 0.1}) == pytest.approx(0.1)  # base 1.0
+    assert scale_ratio(model, {"0.weight": 0.1}, True) == pytest.approx(0.5)  # median of 1, 0.5, 0.1
+
+
+def test_accuracy_search_quantizes_conv_weights_per_output_channel():
+    paddle.seed(3)
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(1, 3, 3))
+    abs_max = weight_scales(model, 3, True)
+    seen = []
+    weight_scales(model, 3, True, "accuracy", calibrate=lambda m: seen.append(m[0].weight.numpy().copy()) or 1.0,
+                  fractions=[1.0])
+    np.testing.assert_array_equal(seen[0], quantize_array(model[0].weight.numpy(), 3, abs_max["0.weight"], axis=0))

@@ -425,6 +425,7 @@ def test_kure_names_nested_layers_and_plans_nothing_for_named_activations():
     (lambda m, t: KurtosisLoss([t], target="2"), ValueError, "^KurtosisLoss: target must be"),
     (lambda m, t: KurtosisLoss([t], target=True), ValueError, "^KurtosisLoss: target must be"),
     (lambda m, t: KurtosisLoss(t), TypeError, "^KurtosisLoss: params must be a non-empty list"),
+    (lambda m, t: KurtosisLoss(iter([t])), TypeError, "^KurtosisLoss: params must be a non-empty list"),
     (lambda m, t: ActivationKurtosis(m, ["0"], coeff=-1.0), ValueError, "^ActivationKurtosis: coeff must be"),
     (lambda m, t: ActivationKurtosis(m, ["0"], coeff=float("inf")), ValueError, "^ActivationKurtosis: coeff"),
     (lambda m, t: ActivationKurtosis(m, ["0"], coeff="1"), ValueError, "^ActivationKurtosis: coeff"),

@@ -101,4 +101,9 @@ SURVIVORS = {
     'paddle_kure.nn.pact.xǁPACTǁ__init____mutmut_104': 'equivalent: as mutmut_101',
     'paddle_kure.nn.pact.xǁPACTǁinit_alpha_from__mutmut_7': 'equivalent: np.asarray reads a paddle Tensor through __array__ as x.numpy() does',
     'paddle_kure.nn.pact.xǁPACTǁinit_alpha_from__mutmut_41': 'equivalent: None is falsy like False, and the flag is only tested for truth',
+    # quant config
+    'paddle_kure.quant.config.xǁKureConfigǁvalidate__mutmut_23': 'equivalent: inclusive=None is falsy, as False',
+    'paddle_kure.quant.config.xǁPACTConfigǁvalidate__mutmut_23': 'equivalent: inclusive=None is falsy, as False',
+    'paddle_kure.quant.config.xǁPACTConfigǁvalidate__mutmut_37': 'equivalent: inclusive=None is falsy, as False',
+    'paddle_kure.quant.config.xǁPACTConfigǁvalidate__mutmut_67': 'equivalent: inclusive=None is falsy, as False',
 }
