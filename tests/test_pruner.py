@@ -411,7 +411,8 @@ def test_many_ties_are_pruned_in_position_order():
 
 
 def test_sparsity_table_of_a_one_element_tensor():
-    assert sparsity_table({"s": np.zeros(1)}).splitlines()[2] == "| s | 1 | 1 / 1 | 100.00% |"
+    assert sparsity_table({"s": np.zeros(1)}).splitlines()[2:] == ["| s | 1 | 1 / 1 | 100.00% |",
+                                                                   "| **total** | | 1 / 1 | 100.00% |"]
 
 
 def test_parameters_of_the_model_itself_and_shared_parameters():
@@ -423,9 +424,16 @@ def test_parameters_of_the_model_itself_and_shared_parameters():
             self.second = paddle.nn.Linear(4, 4)
             self.second.weight = self.first.weight  # tied: pruned once, under its first name
             self.third = paddle.nn.Linear(4, 4)
+            self.pair = Pair(self.first.weight)
+
+    class Pair(paddle.nn.Layer):
+        def __init__(self, shared):
+            super().__init__()
+            self.shared = shared  # seen before: skipped, and the next parameter still counts
+            self.own = self.create_parameter([4, 4])
 
     pruner = MagnitudePruner(Tied(), ConstantSchedule(0.5))
-    assert pruner.names == ["scale", "first.weight", "third.weight"]
+    assert pruner.names == ["scale", "first.weight", "third.weight", "pair.own"]
 
 
 def test_loaded_masks_are_booleans():
@@ -436,10 +444,13 @@ def test_loaded_masks_are_booleans():
 
 
 def test_config_builds_the_pruner_it_describes():
-    config = PruneConfig(ConstantSchedule(0.5), granularity="global", include=["*.weight"], exclude=["2.*"],
-                         layer_types=["Linear"])
-    pruner = config.build_pruner(small_mlp())
-    assert (pruner.granularity, pruner.names) == ("global", ["0.weight"])
+    model = paddle.nn.Sequential(paddle.nn.Embedding(5, 4), *[paddle.nn.Linear(4, 4) for _ in range(3)])
+    config = PruneConfig(ConstantSchedule(0.5), granularity="global", include=["[0-2].weight"], exclude=["2.*"],
+                         layer_types=["Linear"])  # each option removes one of 0, 2 and 3
+    pruner = config.build_pruner(model)
+    assert (pruner.granularity, pruner.names) == ("global", ["1.weight"])
+    with pytest.raises(TypeError, match="^MagnitudePruner: include must be a list of name patterns"):
+        MagnitudePruner(model, ConstantSchedule(0.5), include="1.weight")
 
 
 def test_static_pruner_reads_and_writes_the_given_scope():

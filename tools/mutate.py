@@ -315,7 +315,8 @@ def write_report(results):
         "modules below and runs the listed test files; a mutant is *caught* when a test fails (or times out, or "
         "crashes). `raise` and `warnings.warn` statements (message texts) are not mutated; the conditions "
         "around them are. C++ mutants are textual patches of `csrc/`, each rebuilt and tested. Score = caught / "
-        "(mutants - equivalent ones). Reasons for survivors: `tools/mutation_survivors.py`.",
+        "(mutants - equivalent ones). Reasons for survivors: `tools/mutation_survivors.py`. The run column "
+        "gives when each target last ran and its wall time on the machine that ran it.",
         "",
         "| target | mutated | tests | mutants | caught | equivalent | score | run |",
         "|---|---|---|---:|---:|---:|---:|---|",
@@ -332,6 +333,10 @@ def write_report(results):
         score = f"{100 * caught / counted:.1f}%" if counted and not result.get("error") else "-"
         lines.append(f"| {result['target']} | {sources} | {tests} | {len(mutants)} | {caught} | {equivalent} | "
                      f"{score} | {result.get('when', '')}, {result.get('seconds', '?')} s |")
+    done = {result["target"] for result in results}
+    lines += [f"| {name} | " + ", ".join(f"`{p}`" for p in TARGETS[name].sources) + " | "
+              + ", ".join(f"`{Path(t).name}`" for t in TARGETS[name].tests) + " | | | | - | not run |"
+              for name in TARGETS if name not in done]
     for result in results:
         notes = []
         if result.get("error"):

@@ -106,4 +106,8 @@ SURVIVORS = {
     'paddle_kure.quant.config.xǁPACTConfigǁvalidate__mutmut_23': 'equivalent: inclusive=None is falsy, as False',
     'paddle_kure.quant.config.xǁPACTConfigǁvalidate__mutmut_37': 'equivalent: inclusive=None is falsy, as False',
     'paddle_kure.quant.config.xǁPACTConfigǁvalidate__mutmut_67': 'equivalent: inclusive=None is falsy, as False',
+    'paddle_kure.prune.schedules.xǁSparsityScheduleǁ__init____mutmut_1': "equivalent: every schedule passes its own unit (default 'epoch') to the base class, so the base default is never used",
+    'paddle_kure.prune.schedules.xǁSparsityScheduleǁ__init____mutmut_2': 'equivalent: as mutmut_1',
+    'paddle_kure.prune.config.xǁPruneConfigǁbuild_pruner__mutmut_8': CPU_ONLY,
+    'paddle_kure.prune.config.xǁPruneConfigǁbuild_pruner__mutmut_16': CPU_ONLY,
 }
