@@ -11,6 +11,8 @@ from paddle_kure.nn.quantizers import (
     SignBinarizer,
     WeightFakeQuant,
     ede_parameters,
+    make_weight_quantizer,
+    quantize_linears,
 )
 
 
@@ -268,3 +270,43 @@ def test_quant_linear_adds_the_bias():
     layer = QuantLinear(linear, WeightFakeQuant(8))
     expected = x @ WeightFakeQuant(8)(linear.weight).numpy() + [1.0, -2.0]
     np.testing.assert_allclose(layer(paddle.to_tensor(x)).numpy(), expected, rtol=1e-6)
+
+
+def _groups_model():
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 4), paddle.nn.Sequential(paddle.nn.Linear(4, 4)))
+    names = ("q", "k", "v", "out", "ffn", "classifier", "final")
+    return model, {name: (["0"] if name == "q" else ["1.0"] if name == "ffn" else []) for name in names}
+
+
+def test_quantize_linears_defaults_and_options():
+    model, groups = _groups_model()
+    assert quantize_linears(model, groups, "all", "weight") == ["0", "1.0"]
+    weight = model[0].weight_quantizer
+    assert (weight.bits, weight.per_channel, model[0].input_quantizer) == (8, False, None)
+    model, groups = _groups_model()
+    quantize_linears(model, groups, "all", "full", bits=4, per_channel=True, momentum=0.5)
+    layer = model[1][0]
+    assert (layer.weight_quantizer.bits, layer.weight_quantizer.per_channel) == (4, True)
+    assert (layer.input_quantizer.bits, layer.input_quantizer.momentum) == (4, 0.5)
+    assert quantize_linears(*_groups_model(), "attention", "binary", per_channel=True) == ["0"]
+
+
+def test_make_weight_quantizer_defaults_and_options():
+    default = make_weight_quantizer("weight")
+    assert (type(default), default.bits, default.per_channel) == (WeightFakeQuant, 8, False)
+    assert make_weight_quantizer("full", 4, True).per_channel is True
+    assert make_weight_quantizer("binary", per_channel=True).per_channel is True
+    assert make_weight_quantizer("binary").per_channel is False
+    irnet = make_weight_quantizer("irnet")
+    assert (irnet.k, irnet.t) == pytest.approx((10.0, 0.1))
+
+
+def test_quant_linear_text():
+    layer = QuantLinear(paddle.nn.Linear(3, 2), WeightFakeQuant(4), ActivationFakeQuant(8))
+    layer.enabled = False
+    assert layer.extra_repr() == (f"in=3, out=2, weight={layer.weight_quantizer}, "
+                                  f"input={layer.input_quantizer}, enabled=False")
+    assert QuantLinear(paddle.nn.Linear(3, 2), SignBinarizer()).extra_repr() == \
+        f"in=3, out=2, weight={SignBinarizer()}"
+    binarizer = IRNetBinarizer(0.5, 2.0)
+    assert binarizer.extra_repr() == "k=2, t=0.5"

@@ -110,4 +110,9 @@ SURVIVORS = {
     'paddle_kure.prune.schedules.xǁSparsityScheduleǁ__init____mutmut_2': 'equivalent: as mutmut_1',
     'paddle_kure.prune.config.xǁPruneConfigǁbuild_pruner__mutmut_8': CPU_ONLY,
     'paddle_kure.prune.config.xǁPruneConfigǁbuild_pruner__mutmut_16': CPU_ONLY,
+    'paddle_kure.nn.quantizers.xǁSignBinarizerǁstorage_bits__mutmut_4': 'equivalent for the 2-D Linear weights it serves: shape[1] is shape[-1]',
+    'paddle_kure.nn.quantizers.xǁIRNetBinarizerǁ__init____mutmut_17': 'equivalent: at epoch 0 the schedule gives t = t_min and k = 1 / t_min whatever t_max is',
+    'paddle_kure.nn.quantizers.xǁIRNetBinarizerǁ__init____mutmut_19': 'equivalent: at epoch 0 the number of epochs does not enter t or k',
+    'paddle_kure.nn.pact.xǁPACTǁinit_alpha_from__mutmut_4': 'equivalent for float32 and float64 batches: the max is exact and np.percentile interpolates in float64 either way',
+    'paddle_kure.nn.pact.xǁPACTǁinit_alpha_from__mutmut_6': 'equivalent: as mutmut_4',
 }
