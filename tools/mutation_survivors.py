@@ -115,4 +115,6 @@ SURVIVORS = {
     'paddle_kure.nn.quantizers.xǁIRNetBinarizerǁ__init____mutmut_19': 'equivalent: at epoch 0 the number of epochs does not enter t or k',
     'paddle_kure.nn.pact.xǁPACTǁinit_alpha_from__mutmut_4': 'equivalent for float32 and float64 batches: the max is exact and np.percentile interpolates in float64 either way',
     'paddle_kure.nn.pact.xǁPACTǁinit_alpha_from__mutmut_6': 'equivalent: as mutmut_4',
+    'paddle_kure.nn.quantizers.x_quantize_linears__mutmut_8': 'equivalent: that call only validates method and bits (per_channel is checked nowhere) and its result is dropped',
+    'paddle_kure.nn.quantizers.x_quantize_linears__mutmut_11': 'equivalent: as mutmut_8',
 }
