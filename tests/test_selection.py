@@ -318,7 +318,8 @@ def test_attached_plan_header_and_defaults():
         paddle.nn.Linear(6, 5, weight_attr=paddle.ParamAttr(regularizer=paddle.regularizer.L2Decay(0.02))),
         paddle.nn.Linear(5, 3))
     plan = attach_kure(model)  # the KURE paper's lambda 1 and target 1.8, no L2 added
-    assert str(plan).splitlines()[0] == "KURE plan: 2 of 4 tensors chosen (auto_exclude=None), coeff 1 (each 0.5), target 1.8"
+    assert str(plan).splitlines()[0] == \
+        "KURE plan: 2 of 4 tensors chosen (auto_exclude=None), coeff 1 (each 0.5), target 1.8"
     lines = {line.split()[0]: line for line in str(plan).splitlines()[2:]}
     assert lines["0.weight"].endswith("yes     chosen (l2 0.02)") and lines["1.weight"].endswith("yes     chosen")
     assert (model[1].weight.regularizer.coeff, model[1].weight.regularizer.target) == (0.5, 1.8)

@@ -100,8 +100,9 @@ class CppMutant:
 CPP_MUTANTS = (
     CppMutant("grad_cubic_doubled", "csrc/kurtosis_moments.h", r"\bcubic\s*=\s*scale\s*;", "cubic = 2.0 * scale;",
               "dK/dx: the (x - mu)^3 term doubled"),
-    CppMutant("grad_linear_without_k", "csrc/kurtosis_moments.h", r"(\blinear\s*=\s*-\s*scale\s*\*\s*)s\.kurtosis\s*\*\s*",
-              r"\1", "dK/dx: the K m2 (x - mu) term without K"),
+    CppMutant("grad_linear_without_k", "csrc/kurtosis_moments.h",
+              r"(\blinear\s*=\s*-\s*scale\s*\*\s*)s\.kurtosis\s*\*\s*", r"\1",
+              "dK/dx: the K m2 (x - mu) term without K"),
     CppMutant("grad_constant_dropped", "csrc/kurtosis_moments.h", r"\bconstant\s*=\s*-\s*scale\s*\*\s*s\.m3\s*;",
               "constant = 0.0;", "dK/dx: the -m3 term dropped"),
     CppMutant("grad_scale_2_not_4", "csrc/kurtosis_moments.h", r"factor\s*\*\s*4\.0\s*/", "factor * 2.0 /",
@@ -122,8 +123,8 @@ CPP_MUTANTS = (
     CppMutant("decay_factor_not_doubled", "csrc/kurtosis_op.cc",
               r"2\.0\s*\*\s*coeff\s*\*\s*\(\s*s\.kurtosis\s*-\s*target\s*\)", "coeff * (s.kurtosis - target)",
               "d/dx (K - T)^2 without the factor 2"),
-    CppMutant("decay_ignores_target", "csrc/kurtosis_op.cc", r"\(\s*s\.kurtosis\s*-\s*target\s*\)", "(s.kurtosis - 1.8)",
-              "kurtosis_decay ignores its target"),
+    CppMutant("decay_ignores_target", "csrc/kurtosis_op.cc", r"\(\s*s\.kurtosis\s*-\s*target\s*\)",
+              "(s.kurtosis - 1.8)", "kurtosis_decay ignores its target"),
     CppMutant("degenerate_guard_dropped", "csrc/kurtosis_moments.h",
               r"\bm\.n\s*<\s*2\.0\s*\|\|\s*s\.m2\s*==\s*0\.0", "m.n < 2.0",
               "a constant tensor is no longer degenerate (0/0)"),
@@ -150,7 +151,10 @@ def _copy_tree(dest, extra=()):
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("paddle_kure", "tests", "configs") + tuple(extra):
         src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / name, **({"ignore": ignore} if src.is_dir() else {}))
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
 
 
 def _fence_other_functions(path, keep):
@@ -170,7 +174,8 @@ def _fence_other_functions(path, keep):
 def _setup_cfg(target):
     tests = "".join(f"\n    {t}" for t in target.tests)
     only = "".join(f"\n    {s}" for s in target.sources)
-    return (f"[mutmut]\nsource_paths = paddle_kure\nalso_copy =\n    configs\nonly_mutate ={only}\npytest_add_cli_args_test_selection ={tests}\n"
+    return ("[mutmut]\nsource_paths = paddle_kure\nalso_copy =\n    configs\n"
+            f"only_mutate ={only}\npytest_add_cli_args_test_selection ={tests}\n"
             "pytest_add_cli_args =\n    -p\n    no:cacheprovider\n    -q\n"
             + "".join(f"    --deselect\n    {test}\n" for test in target.deselect)
             + "do_not_mutate_patterns =" + "".join(f"\n    {p}" for p in UNMUTATED_STATEMENTS) + "\n")
