@@ -26,6 +26,7 @@ import argparse
 import ast
 import datetime
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -308,6 +309,24 @@ def run_cpp():
             "mutants": mutants}
 
 
+def _source_paths(name):
+    return sorted({m.path for m in CPP_MUTANTS}) if name == "csrc" else list(TARGETS[name].sources)
+
+
+def _sources_digest(name):
+    """A digest of the files a target mutates: the report marks results whose sources changed since."""
+    digest = hashlib.sha256()
+    for path in _source_paths(name):
+        file = ROOT / path
+        digest.update(path.encode() + b"\0" + (file.read_bytes() if file.exists() else b"missing") + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _git_head():
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return head.stdout.strip() or "unknown"
+
+
 def _reason(mutant):
     return SURVIVORS.get(mutant["name"], "")
 
@@ -328,7 +347,7 @@ def write_report(results):
         "crashes). `raise` and `warnings.warn` statements (message texts) are not mutated; the conditions "
         "around them are. C++ mutants are textual patches of `csrc/`, each rebuilt and tested. Score = caught / "
         "(mutants - equivalent ones). Reasons for survivors: `tools/mutation_survivors.py`. The run column "
-        "gives when each target last ran and its wall time on the machine that ran it.",
+        "gives when each target last ran, its wall time on the machine that ran it and the commit it ran on.",
         "",
         "| target | mutated | tests | mutants | caught | equivalent | score | run |",
         "|---|---|---|---:|---:|---:|---:|---|",
@@ -344,11 +363,17 @@ def write_report(results):
         tests = ", ".join(f"`{Path(t).name}`" for t in result.get("tests", []))
         score = f"{100 * caught / counted:.1f}%" if counted and not result.get("error") else "-"
         lines.append(f"| {result['target']} | {sources} | {tests} | {len(mutants)} | {caught} | {equivalent} | "
-                     f"{score} | {result.get('when', '')}, {result.get('seconds', '?')} s |")
+                     f"{score} | {result.get('when', '')}, {result.get('seconds', '?')} s, "
+                     f"{result.get('commit', 'commit not recorded')} |")
     done = {result["target"] for result in results}
     lines += [f"| {name} | " + ", ".join(f"`{p}`" for p in TARGETS[name].sources) + " | "
               + ", ".join(f"`{Path(t).name}`" for t in TARGETS[name].tests) + " | | | | - | not run |"
               for name in TARGETS if name not in done]
+    stale = [r["target"] for r in results if r.get("sources_digest") != _sources_digest(r["target"])]
+    if stale:
+        lines += ["", "Measured on older sources (the mutated files changed since, or the run predates the "
+                  f"digest): {', '.join(stale)}; `make mutate MUTATE_ARGS=\"--only {','.join(stale)}\"` "
+                  "measures them again."]
     for result in results:
         notes = []
         if result.get("error"):
@@ -405,6 +430,8 @@ def main(argv=None):
             result = run_cpp() if name == "csrc" else run_python_target(name, TARGETS[name], args.jobs, args.deps,
                                                                        args.reuse)
             result["when"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            result["sources_digest"] = _sources_digest(name)
+            result["commit"] = _git_head()
             caught, counted = _score(result["mutants"])
             print(f"  {name}: {caught} of {counted} caught in {result.get('seconds', '?')} s", flush=True)
             (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
