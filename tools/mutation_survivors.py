@@ -117,4 +117,7 @@ SURVIVORS = {
     'paddle_kure.nn.pact.xǁPACTǁinit_alpha_from__mutmut_6': 'equivalent: as mutmut_4',
     'paddle_kure.nn.quantizers.x_quantize_linears__mutmut_8': 'equivalent: that call only validates method and bits (per_channel is checked nowhere) and its result is dropped',
     'paddle_kure.nn.quantizers.x_quantize_linears__mutmut_11': 'equivalent: as mutmut_8',
+    "paddle_kure._validate.x_check_int__mutmut_12": "equivalent: an int's low bound is closed; None is falsy like "
+                                                    "False, and _interval only tests the flag for truth",
+    "paddle_kure._validate.x_check_int__mutmut_24": "equivalent: as mutmut_12 (_outside only tests the flag for truth)",
 }
