@@ -14,7 +14,7 @@ from kurtosis_reference import kurtosis as reference_kurtosis
 
 from paddle_kure.apps.compress_config import (REFUSED_SECTIONS, SECTION_CLASSES, CompressConfig,
                                               load_compress_config)
-from paddle_kure.apps.run_config import ConfigError
+from paddle_kure.config import ConfigError
 from paddle_kure.quant.compat import import_paddleslim
 
 FMNIST = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"

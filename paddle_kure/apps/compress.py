@@ -214,7 +214,7 @@ def _restore(values, scope, place):
 
 
 def _kurtosis_of(names, scope):
-    from ..outliers import tensor_kurtosis
+    from ..analysis import tensor_kurtosis
 
     import paddle
     with paddle.base.dygraph.guard():

@@ -7,7 +7,7 @@ either honoured or refused with the reason (:data:`REFUSED_SECTIONS`,
 :data:`REFUSED_VALUES`); a key PaddleSlim does not define is an error naming the
 allowed ones. ``Global`` adds ``reader`` / ``reader_args`` (where the data comes
 from), ``save_dir`` and ``seed``; ``Kurtosis`` takes the keys of
-:class:`paddle_kure.apps.run_config.KurtosisConfig`, its patterns matched against the
+:class:`paddle_kure.config.KurtosisConfig`, its patterns matched against the
 parameter names of the inference model (``conv2d_0.w_0``, ``linear_3.w_0``).
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .._validate import check_keys
-from .run_config import ConfigError, KurtosisConfig
+from .._sections import check_keys
+from ..config import ConfigError, KurtosisConfig
 from ..quant.config import QUANTIZE_OP_TYPES, QuantAwareConfig
 from ..quant.program import DISTILL_LOSSES
 
