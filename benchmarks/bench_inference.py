@@ -61,7 +61,7 @@ def minilm_inputs(batch: int, max_length: int):
     attention_mask, labels), padded to ``max_length``."""
     from paddle_kure.data.readers import tokenize_fixed
     from paddle_kure.data.text import load_rotten_tomatoes
-    from paddle_kure.models.bert import BertTokenizer, minilm_dir
+    from paddle_kure.models.minilm import BertTokenizer, minilm_dir
 
     texts, labels = load_rotten_tomatoes()["test"]
     tokenizer = BertTokenizer(os.path.join(minilm_dir(), "tokenizer.json"), max_length=max_length)

@@ -14,7 +14,9 @@ from kurtosis_reference import kurtosis as reference_kurtosis
 
 from paddle_kure.apps.compress_config import (REFUSED_SECTIONS, SECTION_CLASSES, CompressConfig,
                                               load_compress_config)
-from paddle_kure.config import ConfigError
+from paddle_kure.apps.run_config import ConfigError
+from paddle_kure.errors import UserError
+from paddle_kure.param_filter import globs_to_regexes
 from paddle_kure.quant.compat import import_paddleslim
 
 FMNIST = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"
@@ -98,13 +100,13 @@ def test_refused_sections_and_unknown_keys():
         CompressConfig.from_dict(dict(_config(), Foo={}))
     with pytest.raises(ConfigError, match=r"QuantAware: unknown keys \['weight_bit'\]; allowed keys: "):
         CompressConfig.from_dict(_config(QuantAware={"weight_bit": 8}))
-    with pytest.raises(ConfigError, match="TrainConfig.epochs or train_iter is required"):
+    with pytest.raises(ConfigError, match=r"TrainConfig.epochs or TrainConfig.train_iter is required"):
         CompressConfig.from_dict(_config(TrainConfig={"epochs": None}))
-    with pytest.raises(ConfigError, match="reader must be 'module:function'"):
+    with pytest.raises(ConfigError, match="Global.reader must be 'module:function'"):
         CompressConfig.from_dict(_config(Global={"reader": "paddle_kure.data.readers"}))
-    with pytest.raises(ConfigError, match="weight_bits must be one of"):
+    with pytest.raises(ConfigError, match=r"QuantAware.weight_bits must be one of \[4, 8\], got 6"):
         CompressConfig.from_dict(_config(QuantAware={"weight_bits": 6}))
-    with pytest.raises(ConfigError, match="loss lists 2 values for 1 nodes"):
+    with pytest.raises(ConfigError, match="Distillation.loss lists 2 values for 1 nodes"):
         CompressConfig.from_dict(_config(Distillation={"node": ["a"], "loss": ["l2", "l2"]}))
     with pytest.raises(ConfigError, match="on_activations"):
         CompressConfig.from_dict(_config(Kurtosis={"on_activations": True}))
@@ -112,6 +114,49 @@ def test_refused_sections_and_unknown_keys():
         CompressConfig.from_dict(_config(TrainConfig={"optimizer_builder": {"regularizer": {"type": "L1Decay"}}}))
     with pytest.raises(ConfigError, match="section TrainConfig is required"):
         CompressConfig.from_dict({k: v for k, v in _config().items() if k != "TrainConfig"})
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("Global", "batch_size", 0, "Global.batch_size must be an int >= 1, got 0"),
+    ("Global", "batch_size", 2.0, "Global.batch_size must be an int >= 1, got 2.0"),
+    ("Global", "seed", -1, "Global.seed must be an int in [0, 4294967295], got -1"),
+    ("Global", "reader_args", [1], "Global.reader_args must be a mapping, got [1]"),
+    ("QuantAware", "moving_rate", 1.0, "QuantAware.moving_rate must be a finite number in (0, 1), got 1.0"),
+    ("QuantAware", "quantize_op_types", ["conv3d"], "QuantAware.quantize_op_types must be one of"),
+    ("Distillation", "alpha", -1.0, "Distillation.alpha must be a finite number in [0, "),
+    ("TrainConfig", "learning_rate", 0, "TrainConfig.learning_rate must be a finite number in (0, "),
+    ("TrainConfig", "eval_iter", True, "TrainConfig.eval_iter must be an int >= 1, got True"),
+    ("TrainConfig", "optimizer_builder", {"optimizer": {"type": "Lamb"}},
+     "TrainConfig.optimizer_builder.optimizer.type must be one of"),
+])
+def test_bad_values_name_section_key_and_what_is_allowed(section, key, value, message):
+    """One vocabulary: '<file>: Section.key must be <allowed>, got <value>' (a ConfigError, a UserError)."""
+    with pytest.raises(ConfigError) as caught:
+        CompressConfig.from_dict(_config(**{section: {key: value}}), source="c.yaml")
+    assert str(caught.value).startswith("c.yaml: " + message), str(caught.value)
+    assert isinstance(caught.value, UserError)
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
+    from paddle_kure import cli
+
+    assert cli.main(["compress", str(tmp_path / "missing.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"paddle-kure: error: {tmp_path / 'missing.yaml'}: config file not found"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_config(str(tmp_path / "no_model"))))
+    assert cli.main(["compress", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"paddle-kure: error: {path}: Global.model_dir: ") and "is not a folder" in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(ConfigError):  # --debug: the exception itself, for its traceback
+        cli.main(["--debug", "compress", str(path), "--dry-run"])
+
+
+def test_config_round_trips_through_to_dict():
+    config = CompressConfig.from_dict(_config(Kurtosis={"exclude": ["conv2d_0.*"]}))
+    again = CompressConfig.from_dict(config.to_dict())
+    assert again.to_dict() == config.to_dict()
+    assert again.Kurtosis.selection()["exclude"] == globs_to_regexes(["conv2d_0.*"])
 
 
 # ---- library pieces -----------------------------------------------------------------------------------
@@ -224,6 +269,22 @@ def test_dry_run_plan_lists_ops_and_kurtosis(cnn_model, capsys):
 
 
 @needs_fmnist
+@pytest.mark.parametrize("reader_args, message", [
+    ({"foo": 1}, r"Global.reader_args: .*unexpected keyword argument 'foo'"),
+    ({"input_name": "img"}, r"Global.reader: the eval reader gave a batch without the model inputs \['image'\]"),
+])
+def test_dry_run_checks_the_reader(cnn_model, tmp_path, reader_args, message):
+    from paddle_kure.apps.compress import plan_compression
+
+    model_dir, _ = cnn_model
+    config = CompressConfig.from_dict(_config(model_dir, Global={"reader_args": reader_args,
+                                                                 "save_dir": str(tmp_path / "out")}), "c.yaml")
+    with pytest.raises(ConfigError, match="^c.yaml: " + message):
+        plan_compression(config)
+    assert not os.path.exists(tmp_path / "out")
+
+
+@needs_fmnist
 def test_compress_smallcnn_w8a8_with_kure(cnn_model, tmp_path):
     from paddle_kure.apps.compress import compress
 
@@ -311,8 +372,7 @@ def test_compress_minilm_slice_w8a8(minilm_slice, tmp_path):
         "Global": {"model_dir": minilm_slice, "batch_size": 16, "save_dir": str(tmp_path),
                    "reader": "paddle_kure.data.readers:rotten_tomatoes",
                    "reader_args": {"max_length": 32, "train_size": 48, "eval_size": 200, "seed": 0}},
-        "QuantAware": {"quantize_op_types": ["matmul_v2"], "not_quant_pattern": ["matmul_v2_"],
-                       "weight_quantize_type": "abs_max"},
+        "QuantAware": {"quantize_op_types": ["matmul_v2"], "not_quant_pattern": ["matmul_v2_"]},
         "TrainConfig": {"epochs": 1, "learning_rate": 1e-5, "eval_iter": 1000,
                         "optimizer_builder": {"optimizer": {"type": "Adam"}}},
         "Kurtosis": {"coeff": 0.1, "auto_exclude": "log_mad"},
@@ -327,6 +387,16 @@ def test_compress_minilm_slice_w8a8(minilm_slice, tmp_path):
     assert accuracy[("FP32", "native")] > 0.55, accuracy  # above chance (0.5): the head learned something
     for setup in ("native", "onednn-int8"):
         assert abs(accuracy[("W8A8", setup)] - accuracy[("FP32", "native")]) <= 0.04, accuracy
+
+
+@needs_fmnist
+def test_compress_with_per_tensor_weights(cnn_model, tmp_path):
+    from paddle_kure.apps.compress import compress
+
+    model_dir, _ = cnn_model
+    compress(CompressConfig.from_dict(_config(
+        model_dir, Global={"save_dir": str(tmp_path)}, QuantAware={"weight_quantize_type": "abs_max"},
+        TrainConfig={"train_iter": 1, "epochs": None}, Kurtosis={"coeff": 0.0})))
 
 
 def test_model_files_are_found_or_the_error_says_what_is_there(tmp_path):

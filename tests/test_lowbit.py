@@ -271,3 +271,30 @@ def test_ptq_honours_bits(tmp_path, onnx_format):
         outputs[bits] = path
     w8, w4 = _infer_in_fresh_process([outputs[8], outputs[4]], tmp_path)
     assert np.abs(w8 - w4).max() > 0.01 * np.abs(w8).max()
+
+
+@pytest.mark.parametrize("onnx_format", FORMATS)
+def test_static_qat_with_per_tensor_weights_trains_and_exports(tmp_path, onnx_format):
+    """Per-tensor weight scales (weight_quantize_type 'abs_max') run in the test
+    program and export, in both formats."""
+    config = QuantAwareConfig(weight_bits=4, activation_bits=4, weight_quantize_type="abs_max",
+                              onnx_format=onnx_format)
+    with static_mode("legacy"):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            logits, loss = _static_net()
+            test_program = main.clone(for_test=True)
+            paddle.optimizer.Adam(1e-2).minimize(loss)
+        place, scope = paddle.CPUPlace(), paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            exe = paddle.static.Executor(place)
+            exe.run(startup)
+            train, test = quant_aware_programs(main, test_program, place, config, executor=exe, scope=scope)
+            for _ in range(3):
+                exe.run(train, feed={"x": IMAGES, "label": LABELS}, fetch_list=[loss.name])
+            trained, = exe.run(test, feed={"x": IMAGES, "label": LABELS}, fetch_list=[logits.name])
+            path = str(tmp_path / "per_tensor")
+            export_static(test, path, ["x"], [test.global_block().var(logits.name)], place, config,
+                          executor=exe, scope=scope)
+    exported, = _infer_in_fresh_process([path], tmp_path)
+    assert (exported.argmax(1) == trained.argmax(1)).mean() >= 0.9

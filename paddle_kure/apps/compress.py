@@ -39,7 +39,9 @@ import time
 
 import numpy as np
 
+from ..runio import atomic_write
 from .compress_config import CompressConfig, resolve_reader
+from .run_config import ConfigError
 
 __all__ = ["CompressPlan", "compress", "plan_compression"]
 
@@ -58,6 +60,18 @@ def _legacy_static():
             paddle.disable_static()
 
 
+@contextlib.contextmanager
+def _naming(source, key):
+    """A missing file or a bad value met while using ``key`` of the config at
+    ``source`` becomes a ConfigError (one line from the command) naming both."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except (OSError, TypeError, ValueError) as err:  # a bad keyword of the reader function is a TypeError
+        raise ConfigError(f"{source}: {key}: {err}") from None
+
+
 def _log(message):
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -72,31 +86,34 @@ class CompressPlan:
 
         g, q, d = config.Global, config.QuantAware, config.Distillation
         self.config = config
-        self.reader = resolve_reader(g.reader)
-        self.model_files = resolve_model_files(g.model_dir, g.model_filename, g.params_filename)
+        with _naming(config.source, "Global.model_dir"):
+            self.model_files = resolve_model_files(g.model_dir, g.model_filename, g.params_filename)
         self.program, self.feed_names, self.fetch_names = load_inference_program(
             *self.model_files, executor, scope, trainable=True)
         if g.input_list is not None and sorted(g.input_list) != sorted(self.feed_names):
-            raise ValueError(f"Global.input_list {g.input_list} does not name the model's inputs {self.feed_names}")
-        teacher_dir = d.teacher_model_dir or g.model_dir
-        self.teacher_files = (self.model_files if d.teacher_model_dir is None else
-                              resolve_model_files(teacher_dir, d.teacher_model_filename, d.teacher_params_filename))
-        nodes = d.node or self.fetch_names
+            raise ConfigError(f"{config.source}: Global.input_list {list(g.input_list)} does not name the model's "
+                              f"inputs {self.feed_names}")
+        with _naming(config.source, "Distillation.teacher_model_dir"):
+            self.teacher_files = (self.model_files if d.teacher_model_dir is None else resolve_model_files(
+                d.teacher_model_dir, d.teacher_model_filename, d.teacher_params_filename))
+        self.train_reader, self.eval_reader = _readers(config, self.feed_names)
+        nodes = list(d.node) or self.fetch_names
         block = self.program.global_block()
         missing = [n for n in nodes if not block.has_var(n)]
         if missing:
-            raise ValueError(f"Distillation.node: the model has no variables {missing} (its outputs are "
-                             f"{self.fetch_names})")
+            raise ConfigError(f"{config.source}: Distillation.node: the model has no variables {missing} (its "
+                              f"outputs are {self.fetch_names})")
         self.distillation = d.per_node(nodes)
         self.ops = quantization_plan(self.program, q.quantize_op_types, q.not_quant_pattern)
         if not any(op.quantized for op in self.ops):
-            raise ValueError(f"no op of the model is quantized: its ops of types {q.quantize_op_types} are "
-                             f"{[(op.type, op.reason) for op in self.ops] or 'none'}")
+            raise ConfigError(f"{config.source}: QuantAware: no op of the model is quantized: its ops of types "
+                              f"{list(q.quantize_op_types)} are {[(op.type, op.reason) for op in self.ops] or 'none'}")
         kure = config.Kurtosis
         selection = kure.selection()
         if selection["include"] is None:  # default: the weights that get quantized
             selection["include"] = [re.escape(op.weight) for op in self.ops if op.quantized and op.weight]
-        self.kure = plan_kure(self.program, scope=scope, **selection) if kure.coeff > 0 else None
+        with _naming(config.source, "Kurtosis"):  # a pattern that matches no weight
+            self.kure = plan_kure(self.program, scope=scope, **selection) if kure.coeff > 0 else None
 
     def ops_outputs(self, quantized: bool) -> list:
         """Output names of the planned ops that are (or are not) quantized."""
@@ -115,7 +132,7 @@ class CompressPlan:
             f"data: {g.reader}(mode, batch_size={g.batch_size}, **{g.reader_args})",
             f"quantization: W{q.weight_bits}A{q.activation_bits}, weights {q.weight_quantize_type}, activations "
             f"{q.activation_quantize_type}, onnx_format {q.onnx_format}, PACT {'yes' if q.use_pact else 'no'}",
-            f"ops quantized: {len(quantized)} of {len(self.ops)} of types {q.quantize_op_types}",
+            f"ops quantized: {len(quantized)} of {len(self.ops)} of types {list(q.quantize_op_types)}",
         ]
         width = max(len(op.type) for op in self.ops)
         for op in self.ops:
@@ -150,6 +167,24 @@ def plan_compression(config: CompressConfig) -> CompressPlan:
         return CompressPlan(config, paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope())
 
 
+def _readers(config, feed_names):
+    """The train and eval readers of ``Global.reader``; the first eval batch is
+    checked (the model's inputs and labels), so that ``--dry-run`` tests the reader.
+    The train reader is not called: a call draws its shuffled order."""
+    g = config.Global
+    with _naming(config.source, "Global.reader"):
+        reader_fn = resolve_reader(g.reader)
+    with _naming(config.source, "Global.reader_args"):
+        readers = reader_fn("train", g.batch_size, **g.reader_args), reader_fn("eval", g.batch_size, **g.reader_args)
+    with _naming(config.source, "Global.reader"):
+        first = next(_batches(readers[1], "eval"), None)
+        if first is None:
+            raise ValueError("the eval reader gave no batches")
+        _feed(first, feed_names, "eval")
+        _labels(first)
+    return readers
+
+
 def _batches(reader, what):
     batches = reader() if callable(reader) else reader
     try:
@@ -161,10 +196,11 @@ def _batches(reader, what):
 
 def _feed(batch, names, what):
     if not isinstance(batch, dict):
-        raise TypeError(f"a {what} batch must be a dict {{input name: array}}, got {type(batch).__name__}")
+        raise TypeError(f"the {what} reader's batches must be dicts {{input name: array}}, "
+                        f"got {type(batch).__name__}")
     missing = [n for n in names if n not in batch]
     if missing:
-        raise ValueError(f"a {what} batch lacks the model inputs {missing} (it has {sorted(batch)})")
+        raise ValueError(f"the {what} reader gave a batch without the model inputs {missing} (it has {sorted(batch)})")
     return {n: np.asarray(batch[n]) for n in names}
 
 
@@ -214,7 +250,7 @@ def _restore(values, scope, place):
 
 
 def _kurtosis_of(names, scope):
-    from ..analysis import tensor_kurtosis
+    from ..outliers import tensor_kurtosis
 
     import paddle
     with paddle.base.dygraph.guard():
@@ -235,26 +271,24 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
     g, q, t, k = config.Global, config.QuantAware, config.TrainConfig, config.Kurtosis
     paddle.seed(g.seed)
     np.random.seed(g.seed)
-    os.makedirs(g.save_dir, exist_ok=True)
     out_path = os.path.join(g.save_dir, MODEL_NAME)
     place = paddle.CPUPlace()
-    reader_fn = resolve_reader(g.reader)
-    train_reader = reader_fn("train", g.batch_size, **g.reader_args)
-    eval_reader = reader_fn("eval", g.batch_size, **g.reader_args)
     history = []
     start = time.time()
     with _legacy_static():
         scope, teacher_scope = paddle.static.Scope(), paddle.static.Scope()
         exe = paddle.static.Executor(place)
         plan = CompressPlan(config, exe, scope)
+        train_reader, eval_reader = plan.train_reader, plan.eval_reader
         skipped = plan.ops_outputs(quantized=False)  # read before any pass rewrites the program
+        os.makedirs(g.save_dir, exist_ok=True)  # once the config proved usable
         _log(f"plan: {sum(op.quantized for op in plan.ops)} ops quantized, "
              f"KURE on {len(plan.kure.chosen) if plan.kure else 0} weights")
         teacher, _, _ = load_inference_program(*plan.teacher_files, exe, teacher_scope)
         nodes = [node for node, _, _ in plan.distillation]
         missing = [n for n in nodes if not teacher.global_block().has_var(n)]
         if missing:
-            raise ValueError(f"Distillation.node: the teacher model has no variables {missing}")
+            raise ConfigError(f"{config.source}: Distillation.node: the teacher model has no variables {missing}")
         student = plan.program
         mark_not_quantized(student, q.not_quant_pattern)
         test_program = student.clone(for_test=True)
@@ -359,9 +393,9 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
         "origin_metric": t.origin_metric, "train_seconds": round(train_seconds, 1),
         "exported": out_path + ".pdmodel",
     }
-    with open(os.path.join(g.save_dir, "compress.json"), "w") as f:
+    with atomic_write(os.path.join(g.save_dir, "compress.json")) as f:
         json.dump(report, f, indent=1)
-    with open(os.path.join(g.save_dir, "compress.md"), "w") as f:
+    with atomic_write(os.path.join(g.save_dir, "compress.md")) as f:
         f.write(report_markdown(report))
     return report
 

@@ -7,20 +7,19 @@ either honoured or refused with the reason (:data:`REFUSED_SECTIONS`,
 :data:`REFUSED_VALUES`); a key PaddleSlim does not define is an error naming the
 allowed ones. ``Global`` adds ``reader`` / ``reader_args`` (where the data comes
 from), ``save_dir`` and ``seed``; ``Kurtosis`` takes the keys of
-:class:`paddle_kure.config.KurtosisConfig`, its patterns matched against the
+:class:`paddle_kure.apps.run_config.KurtosisConfig`, its patterns matched against the
 parameter names of the inference model (``conv2d_0.w_0``, ``linear_3.w_0``).
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .._sections import check_keys
-from ..config import ConfigError, KurtosisConfig
+from .._validate import (FLOAT32_MAX, SEED_MAX, ConfigBase, check_choice, check_keys, check_number,
+                         check_str)
+from .run_config import ConfigError, KurtosisConfig, read_config_file
 from ..quant.config import QUANTIZE_OP_TYPES, QuantAwareConfig
 from ..quant.program import DISTILL_LOSSES
 
@@ -61,12 +60,9 @@ REFUSED_VALUES = {
 }
 
 OPTIMIZERS = ("SGD", "Momentum", "Adam", "AdamW")
+BUILDER_KEYS = ("optimizer", "weight_decay", "regularizer", "grad_clip")
 GRAD_CLIPS = ("ClipGradByNorm", "ClipGradByGlobalNorm", "ClipGradByValue")
 SLIM_ONLY_OP_TYPES = ("conv2d_transpose",)  # quantized by PaddleSlim, not in QuantAwareConfig's list
-
-
-def _where(source, section):
-    return f"{source}: {section}"
 
 
 def _accepted(value, accepted):
@@ -79,24 +75,31 @@ def _refuse(section, values, source):
     """Raises a ConfigError for a refused value of a PaddleSlim key."""
     for (name, key), (accepted, reason) in REFUSED_VALUES.items():
         if name == section and key in values and not _accepted(values[key], accepted):
-            raise ConfigError(f"{_where(source, section)}.{key}: {values[key]!r} is not supported: {reason}")
+            raise ConfigError(f"{source}: {section}.{key}: {values[key]!r} is not supported: {reason}")
 
 
-def _is_number(value):
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+def _one_or_list(value) -> list:
+    """A key that takes one value or one per node (PaddleSlim's Distillation)."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _positive_int(key, value, allow_none=False):
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key} must be an integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{key} must be >= 1, got {value}")
+class _Section(ConfigBase):
+    """A section of the compress YAML: messages name the section (``Global.batch_size``)."""
+
+    def _optional(self, key, check, **bounds):
+        if getattr(self, key) is not None:
+            check(key, **bounds)
+
+    def _str(self, key):
+        check_str(self.owner(), key, getattr(self, key))
+
+    def _mapping(self, key):
+        if not isinstance(getattr(self, key), dict):
+            raise TypeError(f"{self.owner()}.{key} must be a mapping, got {getattr(self, key)!r}")
 
 
 @dataclass
-class GlobalSection:
+class GlobalSection(_Section):
     """``Global``.
 
     Attributes:
@@ -130,36 +133,31 @@ class GlobalSection:
     deploy_backend: Optional[str] = None
     Evaluation: Optional[bool] = None
 
+    OWNER = "Global"
+
     def validate(self):
-        if not isinstance(self.model_dir, str) or not self.model_dir:
-            raise ValueError(f"model_dir is required: the folder of the FP32 inference model, got {self.model_dir!r}")
-        for key in ("model_filename", "params_filename"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise TypeError(f"{key} must be a file name, got {value!r}")
-        _positive_int("batch_size", self.batch_size)
-        if self.input_list is not None and (isinstance(self.input_list, str) or not isinstance(self.input_list, list)
-                                            or not all(isinstance(v, str) for v in self.input_list)):
-            raise TypeError(f"input_list must be a list of input names, got {self.input_list!r}")
-        if not isinstance(self.reader, str) or self.reader.count(":") != 1 or not all(self.reader.split(":")):
-            raise ValueError(f"reader must be 'module:function' (e.g. paddle_kure.data.readers:fashion_mnist), "
+        self._str("model_dir")
+        self._optional("model_filename", self._str)
+        self._optional("params_filename", self._str)
+        self._int("batch_size", low=1)
+        self._optional("input_list", self._str_list)
+        self._str("reader")
+        if self.reader.count(":") != 1 or not all(self.reader.split(":")):
+            raise ValueError(f"Global.reader must be 'module:function' (e.g. paddle_kure.data.readers:fashion_mnist), "
                              f"got {self.reader!r}")
-        if not isinstance(self.reader_args, dict):
-            raise TypeError(f"reader_args must be a mapping of keyword arguments, got {self.reader_args!r}")
-        if not isinstance(self.save_dir, str) or not self.save_dir:
-            raise TypeError(f"save_dir must be a non-empty string, got {self.save_dir!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        self._mapping("reader_args")
+        self._str("save_dir")
+        self._int("seed", low=0, high=SEED_MAX)
 
 
 @dataclass
-class DistillationSection:
+class DistillationSection(_Section):
     """``Distillation`` (PaddleSlim's keys): the student is trained to match the teacher.
 
     Attributes:
         loss: 'l2' or 'soft_label', or one per node.
         node: variable names of the model whose values are matched (default: its outputs).
-        alpha: weight of each node's loss (one number or one per node).
+        alpha: weight of each node's loss (one number >= 0 or one per node).
         teacher_model_dir, teacher_model_filename, teacher_params_filename: the
             teacher (default: the FP32 model itself).
     """
@@ -171,35 +169,40 @@ class DistillationSection:
     teacher_model_filename: Optional[str] = None
     teacher_params_filename: Optional[str] = None
 
+    OWNER = "Distillation"
+
     def validate(self):
-        if isinstance(self.node, str) or not isinstance(self.node, list) or not all(isinstance(n, str) for n in self.node):
-            raise TypeError(f"node must be a list of variable names, got {self.node!r}")
-        losses = self.loss if isinstance(self.loss, list) else [self.loss]
-        for loss in losses:
-            if loss not in DISTILL_LOSSES:
-                raise ValueError(f"loss must be one of {list(DISTILL_LOSSES)} (or a list of them), got {loss!r}")
-        alphas = self.alpha if isinstance(self.alpha, list) else [self.alpha]
-        for alpha in alphas:
-            if not _is_number(alpha) or alpha < 0:
-                raise ValueError(f"alpha must be a number >= 0 (or a list of them), got {alpha!r}")
-        for key, values in (("loss", self.loss), ("alpha", self.alpha)):
-            if isinstance(values, list) and len(values) != max(len(self.node), 1):
-                raise ValueError(f"{key} lists {len(values)} values for {len(self.node)} nodes; give one value "
-                                 f"or one per node")
-        if self.teacher_model_dir is not None and not isinstance(self.teacher_model_dir, str):
-            raise TypeError(f"teacher_model_dir must be a folder, got {self.teacher_model_dir!r}")
+        self._str_list("node")
+        for loss in _one_or_list(self.loss):
+            check_choice(self.owner(), "loss", loss, tuple(DISTILL_LOSSES))
+        for alpha in _one_or_list(self.alpha):
+            check_number(self.owner(), "alpha", alpha, low=0.0, high=FLOAT32_MAX)
+        for key in ("loss", "alpha"):
+            values = getattr(self, key)
+            if isinstance(values, (list, tuple)) and len(values) != max(len(self.node), 1):
+                raise ValueError(f"Distillation.{key} lists {len(values)} values for {len(self.node)} nodes; give "
+                                 f"one value or one per node")
+        for key in ("teacher_model_dir", "teacher_model_filename", "teacher_params_filename"):
+            self._optional(key, self._str)
 
     def per_node(self, nodes):
         """``[(node, loss, alpha)]`` for ``nodes`` (the configured ones or the model outputs)."""
-        losses = self.loss if isinstance(self.loss, list) else [self.loss] * len(nodes)
-        alphas = self.alpha if isinstance(self.alpha, list) else [self.alpha] * len(nodes)
+        losses, alphas = (list(v) if isinstance(v, (list, tuple)) else [v] * len(nodes)
+                          for v in (self.loss, self.alpha))
         if len(losses) != len(nodes) or len(alphas) != len(nodes):
             raise ValueError(f"Distillation: loss and alpha lists must have one value per node ({len(nodes)})")
-        return list(zip(nodes, losses, alphas))
+        return [(node, loss, float(alpha)) for node, loss, alpha in zip(nodes, losses, alphas)]
 
 
 @dataclass
-class QuantAwareSection:
+class _QuantAwareSettings(QuantAwareConfig):
+    """A QuantAwareConfig whose messages name the YAML section."""
+
+    OWNER = "QuantAware"
+
+
+@dataclass
+class QuantAwareSection(_Section):
     """``QuantAware``: PaddleSlim's keys (see ``paddleslim.auto_compression.QuantAware``).
 
     ``weight_bits``/``activation_bits`` 8 or 4; ``not_quant_pattern`` also matches
@@ -224,32 +227,30 @@ class QuantAwareSection:
     onnx_format: bool = True
     is_full_quantize: bool = False
 
+    OWNER = "QuantAware"
+
     def validate(self):
-        if isinstance(self.not_quant_pattern, str):
-            self.not_quant_pattern = [self.not_quant_pattern]
-        if not isinstance(self.not_quant_pattern, list) or not all(isinstance(p, str) and p
-                                                                   for p in self.not_quant_pattern):
-            raise TypeError(f"not_quant_pattern must be a list of non-empty strings, got {self.not_quant_pattern!r}")
-        _positive_int("window_size", self.window_size)
-        if not _is_number(self.moving_rate) or not 0 < self.moving_rate < 1:
-            raise ValueError(f"moving_rate must be in (0, 1), got {self.moving_rate!r}")
-        if isinstance(self.quantize_op_types, list):
-            unknown = [t for t in self.quantize_op_types if t not in QUANTIZE_OP_TYPES + SLIM_ONLY_OP_TYPES]
-            if unknown:
-                raise ValueError(f"quantize_op_types: {unknown} not quantizable; allowed: "
-                                 f"{list(QUANTIZE_OP_TYPES + SLIM_ONLY_OP_TYPES)}")
-        self.quant_config()  # the remaining checks
+        if isinstance(self.not_quant_pattern, str):  # PaddleSlim takes one pattern too
+            self._set("not_quant_pattern", [self.not_quant_pattern])
+        self._str_list("not_quant_pattern")
+        if not all(self.not_quant_pattern):
+            raise ValueError(f"QuantAware.not_quant_pattern must be a list of non-empty strings, "
+                             f"got {list(self.not_quant_pattern)!r}")
+        self._str_list("quantize_op_types")
+        for op_type in self.quantize_op_types:
+            check_choice(self.owner(), "quantize_op_types", op_type, QUANTIZE_OP_TYPES + SLIM_ONLY_OP_TYPES)
+        self._int("window_size", low=1)
+        self._number("moving_rate", low=0.0, high=1.0, low_open=True, high_open=True)
+        self.quant_config()  # bits, quantize types, use_pact, onnx_format
 
     def quant_config(self) -> QuantAwareConfig:
         """The :class:`QuantAwareConfig` of these keys (``conv2d_transpose`` goes through
         :meth:`slim_options`)."""
-        if isinstance(self.quantize_op_types, str) or not isinstance(self.quantize_op_types, list):
-            raise TypeError(f"quantize_op_types must be a list of op types, got {self.quantize_op_types!r}")
         op_types = [t for t in self.quantize_op_types if t in QUANTIZE_OP_TYPES] or list(QUANTIZE_OP_TYPES[:1])
-        return QuantAwareConfig(weight_bits=self.weight_bits, activation_bits=self.activation_bits,
-                                weight_quantize_type=self.weight_quantize_type,
-                                activation_quantize_type=self.activation_quantize_type,
-                                quantize_op_types=op_types, use_pact=self.use_pact, onnx_format=self.onnx_format)
+        return _QuantAwareSettings(weight_bits=self.weight_bits, activation_bits=self.activation_bits,
+                                   weight_quantize_type=self.weight_quantize_type,
+                                   activation_quantize_type=self.activation_quantize_type,
+                                   quantize_op_types=op_types, use_pact=self.use_pact, onnx_format=self.onnx_format)
 
     def slim_options(self) -> dict:
         """The ``quant_aware`` config keys that :class:`QuantAwareConfig` does not carry."""
@@ -258,7 +259,7 @@ class QuantAwareSection:
 
 
 @dataclass
-class TrainSection:
+class TrainSection(_Section):
     """``TrainConfig`` (PaddleSlim's keys).
 
     Attributes:
@@ -290,66 +291,58 @@ class TrainSection:
     sharding_config: Optional[dict] = None
     sparse_model: bool = False
 
+    OWNER = "TrainConfig"
+
     def validate(self):
-        _positive_int("epochs", self.epochs, allow_none=True)
-        _positive_int("train_iter", self.train_iter, allow_none=True)
+        self._optional("epochs", self._int, low=1)
+        self._optional("train_iter", self._int, low=1)
         if self.epochs is None and self.train_iter is None:
-            raise ValueError("epochs or train_iter is required")
-        _positive_int("eval_iter", self.eval_iter)
-        _positive_int("logging_iter", self.logging_iter)
-        for key in ("origin_metric", "target_metric"):
-            value = getattr(self, key)
-            if value is not None and not _is_number(value):
-                raise TypeError(f"{key} must be a number, got {value!r}")
+            raise ValueError("TrainConfig.epochs or TrainConfig.train_iter is required")
+        self._int("eval_iter", low=1)
+        self._int("logging_iter", low=1)
+        self._optional("origin_metric", self._number)
+        self._optional("target_metric", self._number)
         self.learning_rate_value()
-        builder = self.optimizer_builder
-        if not isinstance(builder, dict):
-            raise TypeError(f"optimizer_builder must be a mapping, got {builder!r}")
-        unknown = sorted(set(builder) - {"optimizer", "weight_decay", "regularizer", "grad_clip"})
-        if unknown:
-            raise ValueError(f"optimizer_builder: unknown keys {unknown}; allowed: optimizer, weight_decay, "
-                             f"regularizer, grad_clip")
+        self._mapping("optimizer_builder")
+        builder = check_keys(BUILDER_KEYS, self.optimizer_builder, "TrainConfig.optimizer_builder")
         optimizer = builder.get("optimizer", {"type": "SGD"})
-        if not isinstance(optimizer, dict) or optimizer.get("type") not in OPTIMIZERS:
-            raise ValueError(f"optimizer_builder.optimizer.type must be one of {list(OPTIMIZERS)}, got "
-                             f"{optimizer.get('type') if isinstance(optimizer, dict) else optimizer!r}")
+        check_choice(self.owner(), "optimizer_builder.optimizer.type",
+                     optimizer.get("type") if isinstance(optimizer, dict) else optimizer, OPTIMIZERS)
         if "weight_decay" in builder and "regularizer" in builder:
-            raise ValueError("optimizer_builder: give weight_decay or regularizer, not both")
+            raise ValueError("TrainConfig.optimizer_builder: give weight_decay or regularizer, not both")
         regularizer = builder.get("regularizer")
         if regularizer is not None and (not isinstance(regularizer, dict) or regularizer.get("type") != "L2Decay"):
-            raise ValueError(f"optimizer_builder.regularizer: only {{type: L2Decay, coeff: ...}} is supported (KURE "
-                             f"keeps L2 decay on the weights it regularizes, nothing else), got {regularizer!r}")
+            raise ValueError(f"TrainConfig.optimizer_builder.regularizer: only {{type: L2Decay, coeff: ...}} is "
+                             f"supported (KURE keeps L2 decay on the weights it regularizes, nothing else), "
+                             f"got {regularizer!r}")
         self.weight_decay()
         clip = builder.get("grad_clip")
-        if clip is not None and (not isinstance(clip, dict) or clip.get("type") not in GRAD_CLIPS):
-            raise ValueError(f"optimizer_builder.grad_clip.type must be one of {list(GRAD_CLIPS)}, got {clip!r}")
+        if clip is not None:
+            check_choice(self.owner(), "optimizer_builder.grad_clip.type",
+                         clip.get("type") if isinstance(clip, dict) else clip, GRAD_CLIPS)
 
     def learning_rate_value(self):
         """A float or a ``paddle.optimizer.lr.LRScheduler``."""
         lr = self.learning_rate
-        if _is_number(lr):
-            if lr <= 0:
-                raise ValueError(f"learning_rate must be > 0, got {lr}")
-            return float(lr)
-        if isinstance(lr, dict) and isinstance(lr.get("type"), str):
-            import paddle
+        if not isinstance(lr, dict):
+            return check_number(self.owner(), "learning_rate", lr, low=0.0, low_open=True, high=FLOAT32_MAX)
+        import paddle
 
-            cls = getattr(paddle.optimizer.lr, lr["type"], None)
-            if not (isinstance(cls, type) and issubclass(cls, paddle.optimizer.lr.LRScheduler)):
-                raise ValueError(f"learning_rate.type: {lr['type']!r} is not a paddle.optimizer.lr scheduler")
-            try:
-                return cls(**{k: v for k, v in lr.items() if k != "type"})
-            except TypeError as err:
-                raise ValueError(f"learning_rate: {err}") from None
-        raise TypeError(f"learning_rate must be a number or {{type: <scheduler>, ...}}, got {lr!r}")
+        scheduler = lr.get("type")
+        cls = getattr(paddle.optimizer.lr, scheduler, None) if isinstance(scheduler, str) else None
+        if not (isinstance(cls, type) and issubclass(cls, paddle.optimizer.lr.LRScheduler)):
+            raise ValueError(f"TrainConfig.learning_rate.type must name a paddle.optimizer.lr scheduler, "
+                             f"got {scheduler!r}")
+        try:
+            return cls(**{k: v for k, v in lr.items() if k != "type"})
+        except TypeError as err:
+            raise ValueError(f"TrainConfig.learning_rate: {err}") from None
 
     def weight_decay(self) -> float:
         """The L2 decay coefficient of ``optimizer_builder`` (0 when none)."""
         builder = self.optimizer_builder
         value = builder.get("weight_decay", (builder.get("regularizer") or {}).get("coeff", 0.0))
-        if not _is_number(value) or value < 0:
-            raise ValueError(f"optimizer_builder weight decay must be a number >= 0, got {value!r}")
-        return float(value)
+        return check_number(self.owner(), "optimizer_builder weight decay", value, low=0.0, high=FLOAT32_MAX)
 
     def make_optimizer(self):
         """The optimizer ``optimizer_builder`` describes, with L2 ``weight_decay``."""
@@ -403,47 +396,39 @@ class CompressConfig:
         for name, section_cls in SECTION_CLASSES.items():
             if name not in data:
                 continue
-            values = data[name] or {}
-            where = _where(source, name)
+            values = {} if data[name] is None else data[name]
+            if isinstance(values, dict):
+                _refuse(name, values, source)
+                if name == "Kurtosis":
+                    values = _compress_kurtosis(values, source)
             try:
-                values = check_keys(section_cls, values, where)
+                sections[name] = section_cls.from_dict(values, source)
             except (TypeError, ValueError) as err:
                 raise ConfigError(str(err)) from None
-            _refuse(name, values, source)
-            if name == "Kurtosis":
-                values.setdefault("exclude", [])  # run's default ("conv1.*") names a dygraph layer
-                if values.get("on_activations"):
-                    raise ConfigError(f"{where}.on_activations: true is not supported: compress regularizes "
-                                      f"the weights of an inference model; activation kurtosis needs the "
-                                      f"dygraph model (paddle-kure run)")
-            try:
-                section = section_cls(**values)
-                if hasattr(section, "validate") and not isinstance(section, KurtosisConfig):
-                    section.validate()
-            except (TypeError, ValueError) as err:
-                raise ConfigError(f"{where}.{err}") from None
-            sections[name] = section
         return cls(**sections, source=source)
 
     def to_dict(self) -> dict:
-        out = {}
-        for name in SECTIONS:
-            values = dataclasses.asdict(getattr(self, name))
-            out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
-        return out
+        return {name: getattr(self, name).to_dict() for name in SECTIONS}
+
+
+def _compress_kurtosis(values, source):
+    """The Kurtosis section with compress's default and refusal."""
+    if values.get("on_activations"):
+        raise ConfigError(f"{source}: Kurtosis.on_activations: true is not supported: compress regularizes the "
+                          f"weights of an inference model; activation kurtosis needs the dygraph model "
+                          f"(paddle-kure run)")
+    return {"exclude": [], **values}  # run's default ("conv1.*") names a dygraph layer
 
 
 def load_compress_config(path: str) -> CompressConfig:
-    """Reads and validates a compress YAML file (errors name the file, section and key)."""
-    import yaml
+    """Reads and validates a compress YAML file.
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    Raises:
+        FileNotFoundError: no such file, or a folder (a :class:`~paddle_kure.errors.UserFileError`).
+        ConfigError: not UTF-8, bad YAML, a refused or unknown section or key, a wrong type or
+            value (the message names the file, the section and the key).
+    """
+    data = read_config_file(path)
     return CompressConfig.from_dict({} if data is None else data, source=path)
 
 
@@ -451,14 +436,14 @@ def resolve_reader(spec: str):
     """The function ``spec`` ('module:function') names.
 
     Raises:
-        ValueError: the module cannot be imported or has no such callable.
+        ConfigError: the module cannot be imported or has no such callable.
     """
     module_name, _, function_name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ValueError(f"Global.reader {spec!r}: cannot import {module_name!r} ({err})") from None
+        raise ConfigError(f"Global.reader {spec!r}: cannot import {module_name!r} ({err})") from None
     function = getattr(module, function_name, None)
     if not callable(function):
-        raise ValueError(f"Global.reader {spec!r}: {module_name} has no function {function_name!r}")
+        raise ConfigError(f"Global.reader {spec!r}: {module_name} has no function {function_name!r}")
     return function

@@ -342,13 +342,12 @@ def config_from_dict(data: dict, source: str = "<dict>") -> RunConfig:
     return RunConfig(**sections, source=source)
 
 
-def load_config(path: str) -> RunConfig:
-    """Reads and validates a YAML config file.
+def read_config_file(path: str):
+    """The parsed YAML file at ``path`` (None when it is empty).
 
     Raises:
         FileNotFoundError: no such file, or a folder (a :class:`~paddle_kure.errors.UserFileError`).
-        ConfigError: not UTF-8, bad YAML, empty, an unknown section or key, a wrong
-            type or value (the message names the file and the key).
+        ConfigError: not UTF-8 or not valid YAML.
     """
     import yaml
 
@@ -359,11 +358,22 @@ def load_config(path: str) -> RunConfig:
     with open(path, "rb") as f:
         raw = f.read()
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        return yaml.safe_load(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r})") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def load_config(path: str) -> RunConfig:
+    """Reads and validates a YAML config file.
+
+    Raises:
+        FileNotFoundError: no such file, or a folder (a :class:`~paddle_kure.errors.UserFileError`).
+        ConfigError: not UTF-8, bad YAML, empty, an unknown section or key, a wrong
+            type or value (the message names the file and the key).
+    """
+    data = read_config_file(path)
     if data is None:
         # the dataclass defaults are not the packaged experiment: say so rather than run something else
         raise ConfigError(f"{path}: the config is empty; start from a copy of {default_config_path()}")

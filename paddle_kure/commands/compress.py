@@ -23,18 +23,15 @@ def add_arguments(parser):
 
 
 def main(args) -> int:
+    """A bad config, model folder or reader is a UserError: one line, exit status 2 (see paddle_kure.cli)."""
     from paddle_kure.apps.compress import compress, plan_compression, report_markdown
     from paddle_kure.apps.compress_config import load_compress_config
 
-    try:
-        config = load_compress_config(args.config)
-        if args.save_dir:
-            config.Global.save_dir = args.save_dir
-        if args.dry_run:
-            print(plan_compression(config))
-            return 0
-        report = compress(config, threads=args.threads)
-    except (FileNotFoundError, ValueError, TypeError) as err:
-        raise SystemExit(f"paddle-kure compress: {err}") from None
-    print(report_markdown(report))
+    config = load_compress_config(args.config)
+    if args.save_dir:
+        config.Global.save_dir = args.save_dir
+    if args.dry_run:
+        print(plan_compression(config))
+        return 0
+    print(report_markdown(compress(config, threads=args.threads)))
     return 0

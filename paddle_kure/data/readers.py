@@ -95,7 +95,7 @@ def rotten_tomatoes(mode, batch_size, max_length=128, train_size=0, eval_split="
     :func:`paddle_kure.data.text.load_rotten_tomatoes` with ``seed``) tokenized by
     all-MiniLM-L6-v2's tokenizer to ``max_length`` tokens. ``train_size``/``eval_size``
     0: all of the split."""
-    from ..models.bert import BertTokenizer, minilm_dir
+    from ..models.minilm import BertTokenizer, minilm_dir
     from .text import load_rotten_tomatoes
 
     _check(mode, batch_size, eval_split)

@@ -180,11 +180,17 @@ def quantize_weights_with_current_scale(program) -> None:
     Built with ``is_test=True``, they reuse the scale that the training program
     stored at its last step, before the optimizer moved the weights: the test
     program then quantizes with stale scales (all zero before the first step),
-    while ``convert`` and the exported model use the current ones.
+    while ``convert`` and the exported model use the current ones. Per-channel
+    weights in both formats and per-tensor weights in the older format are
+    fixed; per-tensor ``quantize_linear`` weights keep the stale scale.
     """
     block = program.global_block()
     for op in block.ops:
         if op.type in _WEIGHT_QUANT_OPS and block._find_var_recursive(op.input("X")[0]).persistable:
+            if op.type == "quantize_linear" and op.attr("quant_axis") < 0:
+                # per-tensor quantize_linear in training mode is a moving-average
+                # observer with state this program lacks: left as PaddleSlim built it
+                continue
             op._set_attr("is_test", False)
             if op.type == "quantize_linear" and "OutScale" not in op.output_names:
                 op.desc.set_output("OutScale", op.input("Scale"))  # where the computed scale goes
