@@ -12,6 +12,7 @@ from kurtosis_reference import kurtosis as ref_kurtosis
 from paddle_kure import ActivationKurtosis, Kure, KurtosisDecay, KurtosisLoss, attach_kure, kurtosis, plan_kure
 from paddle_kure.apps.run_config import ConfigError, KurtosisConfig, load_config
 from paddle_kure.losses import kurtosis_penalty
+from paddle_kure.param_filter import ParamFilter
 from paddle_kure.selection import select_tensors
 
 
@@ -448,3 +449,27 @@ def test_zero_coeff_is_allowed():
     model = paddle.nn.Sequential(paddle.nn.Linear(6, 4))
     assert float(Kure(model, coeff=0).loss()) == 0.0
     ActivationKurtosis(model, ["0"], coeff=0).remove()
+
+
+@pytest.mark.parametrize("ir", ["legacy", "pir"])
+def test_attach_refuses_a_program_that_already_has_its_gradient_ops(ir):
+    with static_mode(ir):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data("x", [None, 8], "float32")
+            paddle.optimizer.SGD(0.1).minimize(paddle.static.nn.fc(x, 2).mean())
+        with pytest.raises(ValueError, match="^attach_kure: the Program already has its gradient ops"):
+            attach_kure(main)
+
+
+def test_param_filter_defaults_choose_every_shape_and_describe_the_criteria():
+    chooser = ParamFilter("owner")
+    assert chooser.reason_left_out("scalar", ()) is None and chooser.reason_left_out("empty", (0, 3)) is None
+    chooser.check(["a"])  # layers are assumed present by default
+    ParamFilter("owner", layer_types=["Linear"]).check(["a"])
+    assert (ParamFilter("owner", include=[r"fc\..*"], exclude=["b"], layer_types=[paddle.nn.Linear, "Conv2D"],
+                        min_size=4).describe()
+            == "include=['fc\\\\..*'], exclude=['b'], layer_types=['Linear', 'Conv2D'], min_size=4")
+    assert ParamFilter("owner", include=lambda name, p: True).describe().startswith("include=a predicate, ")
+    with pytest.raises(ValueError, match=r"^owner\.min_ndim must be an int >= 0, got -1$"):
+        ParamFilter("owner", min_ndim=-1)

