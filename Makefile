@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.paddle_kure-installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: venv data test test-gpu demo bench check-cuda clean
+.PHONY: venv data test test-gpu demo bench check-cuda mutate clean
 
 venv: $(STAMP)
 
@@ -57,6 +57,17 @@ bench: venv data
 	$(PY) benchmarks/bench_kurtosis.py
 	test -f runs/default/export/qat_w8a8.pdmodel || $(VENV)/bin/paddle-kure run --no-progress
 	$(PY) benchmarks/bench_inference.py runs/default
+
+# Mutation testing of the core (tools/mutate.py): not part of `make test`; about 30 min on 2 cores.
+# Writes docs/results/mutation.md. MUTATE_ARGS="--only prune,nn --no-cpp" runs a subset.
+MUTATE_STAMP := $(VENV)/.mutate-installed
+
+$(MUTATE_STAMP): requirements-mutate.txt $(STAMP)
+	$(PY) -m pip install -q -r requirements-mutate.txt
+	touch $@
+
+mutate: venv $(MUTATE_STAMP)
+	nice -n 10 $(PY) tools/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info paddle_kure/*.so

@@ -8,6 +8,8 @@ import paddle
 import pytest
 from scipy import stats
 
+from kurtosis_reference import KURTOSES_NEAR_LOG_MAD_DEFAULT, log_mad_z_scores
+
 from paddle_kure.apps.report import KurtosisReport
 from paddle_kure.io import load_named_arrays
 from paddle_kure.outliers import outliers_log_mad, outliers_mean_std, tensor_kurtosis
@@ -51,6 +53,14 @@ def test_log_mad_rule_matches_numpy():
     assert flags[41] and flags[42] and not flags[43]  # only high values are outliers
 
 
+def test_log_mad_default_threshold_is_3_5_robust_std():
+    values = KURTOSES_NEAR_LOG_MAD_DEFAULT
+    z = log_mad_z_scores(values)
+    assert 3.0 < z[-2] < 3.5 < z[-1] < 5.0  # the case where the default, and only it, decides
+    assert outliers_log_mad(values).nonzero()[0].tolist() == [len(values) - 1]
+    np.testing.assert_array_equal(outliers_log_mad(values), outliers_log_mad(values, k=3.5))
+
+
 def test_log_mad_min_ratio_guards_a_tiny_mad():
     values = [2.30, 2.33, 2.35, 2.36, 2.38, 2.40, 2.41, 2.45, 3.6]  # few, alike: the MAD is tiny
     assert outliers_log_mad(values, min_ratio=1.0).tolist()[-1]  # 3.6 is ~20 MADs above the median
@@ -68,13 +78,45 @@ def test_rules_skip_undefined_values():
         assert rule([]).tolist() == [] and rule([5.0]).tolist() == [False]
 
 
-def test_rules_reject_bad_arguments():
-    with pytest.raises(ValueError, match="outliers_mean_std.num_std must be a finite number > 0, got 0"):
-        outliers_mean_std([1.0, 2.0], num_std=0)
-    with pytest.raises(TypeError, match="outliers_log_mad.k must be a finite number > 0, got True"):
-        outliers_log_mad([1.0, 2.0], k=True)
-    with pytest.raises(ValueError, match="outliers_log_mad.min_ratio must be a finite number >= 1"):
-        outliers_log_mad([1.0, 2.0], min_ratio=0.5)
+def test_rules_count_every_value_above_zero_and_return_bools():
+    # ten zeros (constant tensors) are undefined: 5.0 is then alone and no outlier;
+    # ten ones (two-valued tensors, the lowest kurtosis there is) are defined: 30.0 is
+    for rule in (outliers_mean_std, outliers_log_mad):
+        assert rule([0.0] * 10 + [5.0]).tolist() == [False] * 11
+        assert rule([1.0] * 10 + [30.0]).tolist() == [False] * 10 + [True]
+        assert rule([1.0, 3.0]).dtype == bool
+
+
+def test_rules_work_from_two_values():
+    assert outliers_mean_std([1.0, 3.0], num_std=0.5).tolist() == [True, True]  # both 1 std from the mean
+    # logs 0.48 and 2.48: median 1.48, MAD 1.48 (normalized): 0.5 MADs above is 2.22
+    assert outliers_log_mad([3.0, 300.0], k=0.5).tolist() == [False, True]
+
+
+def test_log_mad_flags_strictly_more_than_min_ratio_times_the_median():
+    # MAD 0: the threshold is exactly 2 x the median
+    assert outliers_log_mad([1.0] * 10 + [2.0, 2.01]).tolist() == [False] * 11 + [True]
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: outliers_mean_std([1.0, 2.0], num_std=0), ValueError,
+     "outliers_mean_std.num_std must be a finite number > 0, got 0"),
+    (lambda: outliers_mean_std([1.0, 2.0], num_std=True), TypeError,
+     "outliers_mean_std.num_std must be a finite number > 0, got True"),
+    (lambda: outliers_log_mad([1.0, 2.0], k=True), TypeError,
+     "outliers_log_mad.k must be a finite number > 0, got True"),
+    (lambda: outliers_log_mad([1.0, 2.0], k=0), ValueError, "outliers_log_mad.k must be a finite number > 0, got 0"),
+    (lambda: outliers_log_mad([1.0, 2.0], min_ratio=0.5), ValueError,
+     "outliers_log_mad.min_ratio must be a finite number >= 1"),
+    (lambda: outliers_log_mad([1.0, 2.0], min_ratio=True), TypeError,
+     "outliers_log_mad.min_ratio must be a finite number >= 1"),
+])
+def test_rules_reject_bad_arguments(call, error, words):
+    with pytest.raises(error, match=words):
+        call()
+
+
+def test_rules_reject_a_table_of_values():
     with pytest.raises(ValueError, match="1-D"):
         outliers_log_mad([[1.0, 2.0]])
 

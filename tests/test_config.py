@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from paddle_kure.apps.run_config import ConfigError, RunConfig, config_from_dict, default_config_path, load_config
-from paddle_kure.quant import QuantAwareConfig
+from paddle_kure.quant import KureConfig, PACTConfig, QuantAwareConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,3 +112,69 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         load_config(str(tmp_path / "nowhere.yaml"))
     with pytest.raises(ConfigError, match="list.yaml.*mapping of sections"):
         load_config(write(tmp_path, "- 1\n- 2\n", "list.yaml"))
+
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: QuantAwareConfig(weight_bits=True), TypeError, "QuantAwareConfig.weight_bits must be an int"),
+    (lambda: QuantAwareConfig(activation_bits=5), ValueError, "QuantAwareConfig.activation_bits must be one of"),
+    (lambda: QuantAwareConfig(weight_quantize_type="x"), ValueError, "QuantAwareConfig.weight_quantize_type must be"),
+    (lambda: QuantAwareConfig(activation_quantize_type="x"), ValueError,
+     "QuantAwareConfig.activation_quantize_type must be"),
+    (lambda: QuantAwareConfig(quantize_op_types="mul"), TypeError, "QuantAwareConfig.quantize_op_types must be a list"),
+    (lambda: QuantAwareConfig(quantize_op_types=["x"]), ValueError, "QuantAwareConfig.quantize_op_types must be one"),
+    (lambda: QuantAwareConfig.from_dict({"weight_bits": 3}), ValueError, "QuantAwareConfig.weight_bits must be one of"),
+    (lambda: QuantAwareConfig.from_dict({"bogus": 3}), ValueError, "QuantAwareConfig: unknown keys"),
+    (lambda: PACTConfig(init="max"), ValueError, "PACTConfig.init must be one of ['abs_max', 'percentile']"),
+    (lambda: PACTConfig(init=0.0), ValueError, "PACTConfig.init must be a finite number > 0, got 0.0"),
+    (lambda: PACTConfig(init=True), TypeError, "PACTConfig.init must be a finite number"),
+    (lambda: PACTConfig(init=float("inf")), ValueError, "PACTConfig.init must be a finite number > 0, got inf"),
+    (lambda: PACTConfig(percentile=0.0), ValueError,
+     "PACTConfig.percentile must be a finite number in (0, 100], got 0.0"),
+    (lambda: PACTConfig(percentile=100.5), ValueError,
+     "PACTConfig.percentile must be a finite number in (0, 100], got 100.5"),
+    (lambda: PACTConfig(percentile="99"), TypeError, "PACTConfig.percentile must be a finite number"),
+    (lambda: PACTConfig(l2_coeff=-0.1), ValueError, "PACTConfig.l2_coeff must be a finite number >= 0, got -0.1"),
+    (lambda: PACTConfig(l2_coeff=None), TypeError, "PACTConfig.l2_coeff must be a finite number"),
+    (lambda: PACTConfig(learning_rate=0.0), ValueError,
+     "PACTConfig.learning_rate must be a finite number > 0, got 0.0"),
+    (lambda: PACTConfig(learning_rate="1"), TypeError, "PACTConfig.learning_rate must be a finite number"),
+    (lambda: KureConfig(coeff=-1.0), ValueError, "KureConfig.coeff must be a finite number >= 0, got -1.0"),
+    (lambda: KureConfig(coeff="1"), TypeError, "KureConfig.coeff must be a finite number"),
+    (lambda: KureConfig(target=1.0), ValueError, "KureConfig.target must be a finite number > 1, got 1.0"),
+    (lambda: KureConfig(target=None), TypeError, "KureConfig.target must be a finite number"),
+    (lambda: KureConfig(l2_coeff=-1e-4), ValueError, "KureConfig.l2_coeff must be a finite number >= 0, got -0.0001"),
+    (lambda: KureConfig(l2_coeff="0"), TypeError, "KureConfig.l2_coeff must be a finite number"),
+    (lambda: KureConfig(params="fc.weight"), TypeError, "KureConfig.params must be None, a list"),
+    (lambda: KureConfig(params={"fc.weight"}), TypeError, "KureConfig.params must be None, a list"),
+    (lambda: KureConfig(params=["fc.weight", 3]), TypeError, "KureConfig.params must be None, a list"),
+    (lambda: KureConfig.from_dict({"coeff": -1.0}, source="run.yaml"), ValueError,
+     "run.yaml: KureConfig.coeff must be a finite number >= 0, got -1.0"),
+])
+def test_quant_config_errors_name_class_and_field(make, error, message):
+    with pytest.raises(error) as info:
+        make()
+    assert str(info.value).startswith(message)
+
+
+def test_quant_config_accepts_the_bounds_and_converts():
+    PACTConfig(init="abs_max", percentile=100, l2_coeff=0.0, learning_rate=1e-3)
+    PACTConfig(init=0.5)
+    KureConfig(coeff=0.0, target=1.01, l2_coeff=0.0, params=["fc.weight"])
+    KureConfig(params=lambda name, p: True)
+    config = QuantAwareConfig(quantize_op_types=["mul"])
+    assert config.quantize_op_types == ("mul",) and config.dygraph_layer_types() == ["Linear"]
+    assert QuantAwareConfig.from_dict({}).to_dict()["weight_bits"] == 8
+    assert PACTConfig().to_dict() == {"init": "percentile", "percentile": 99.99, "l2_coeff": 0.0, "learning_rate": 1.0}
+
+
+def test_quant_config_errors_without_a_source_name_none():
+    with pytest.raises(ValueError) as info:
+        QuantAwareConfig.from_dict({"weight_bits": 3})
+    assert str(info.value).endswith("got 3")
+
+
+def test_quantize_op_types_must_be_a_list():
+    with pytest.raises(TypeError, match="QuantAwareConfig.quantize_op_types must be a list"):
+        QuantAwareConfig(quantize_op_types={"mul"})

@@ -59,9 +59,11 @@ def test_gradient_matches_central_differences(shape):
 
 
 def test_decay_grad_matches_numerical_reference():
-    x = RNG.normal(size=(6, 5))
+    # its own generator: the input must not depend on which tests ran before (mutmut reorders them);
+    # atol: central differences of (K - T)^2 are off by up to ~1e-7 on some inputs
+    x = np.random.default_rng(12).normal(size=(6, 5))
     out = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(x), coeff=0.3, target=1.8, l2_coeff=0.01)
-    np.testing.assert_allclose(out.numpy(), kure_term(x, 0.3, 1.8, 0.01), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(out.numpy(), kure_term(x, 0.3, 1.8, 0.01), rtol=1e-6, atol=3e-7)
 
 
 def op_attrs(*values):

@@ -140,3 +140,48 @@ def test_str_shows_alpha_and_options():
     layer = PACT(init=6.0, signed=True, l2_coeff=0.01)
     assert str(layer) == "PACT(alpha=6, init=6.0, signed=True, l2_coeff=0.01)"
     assert "uncalibrated" in str(PACT())
+
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"init": 0.0}, ValueError, "PACT.init must be a finite number > 0, got 0.0"),
+    ({"init": True}, TypeError, "PACT.init must be a finite number > 0, got True"),
+    ({"init": float("nan")}, ValueError, "PACT.init must be a finite number > 0, got nan"),
+    ({"percentile": 0.0}, ValueError, "PACT.percentile must be a finite number > 0, got 0.0"),
+    ({"percentile": "99"}, TypeError, "PACT.percentile must be a finite number > 0, got '99'"),
+    ({"percentile": 100.5}, ValueError, "PACT: percentile must be in (0, 100]"),
+    ({"l2_coeff": -0.1}, ValueError, "PACT.l2_coeff must be a finite number >= 0, got -0.1"),
+    ({"learning_rate": 0.0}, ValueError, "PACT.learning_rate must be a finite number > 0, got 0.0"),
+    ({"learning_rate": None}, TypeError, "PACT.learning_rate must be a finite number > 0, got None"),
+])
+def test_pact_argument_errors_name_the_argument(kwargs, error, message):
+    with pytest.raises(error) as info:
+        PACT(**kwargs)
+    assert str(info.value).startswith(message)
+
+
+def test_pact_bounds_defaults_text_and_alpha_attributes():
+    layer = PACT(0.5, percentile=100, l2_coeff=0.0, learning_rate=2.0, name="act")
+    assert layer.alpha.name == "act.alpha" and layer.alpha.optimize_attr["learning_rate"] == 2.0
+    assert PACT().alpha.regularizer._coeff == 0.0  # no L2 on alpha by default
+    assert PACT(0.5).alpha.name != "act.alpha"
+    assert str(PACT("percentile", percentile=99.0)) == \
+        "PACT(alpha=uncalibrated, init='percentile', signed=False, percentile=99.0)"
+    assert layer.extra_repr() == "init=0.5, signed=False, learning_rate=2.0"
+    assert PACT(0.5, l2_coeff=0.1).extra_repr() == "init=0.5, signed=False, l2_coeff=0.1"
+    x = paddle.to_tensor([-1.0, 0.5, 3.0])
+    np.testing.assert_allclose(pact(x, paddle.to_tensor([2.0])).numpy(), [0.0, 0.5, 2.0])  # unsigned by default
+    x64 = paddle.to_tensor(np.array([-1.0, 0.5, 3.0]))
+    np.testing.assert_allclose(pact(x64, paddle.to_tensor(np.array([2.0]))).numpy(), [0.0, 0.5, 2.0])
+
+
+def test_alpha_from_data_statistics():
+    x = np.r_[np.zeros(90), np.arange(1.0, 11.0)].astype("float32")  # zeros do not count unsigned
+    assert PACT("percentile", percentile=50).init_alpha_from(x) == np.percentile(np.arange(1.0, 11.0), 50)
+    assert PACT("abs_max", signed=True).init_alpha_from(np.array([-4.0, 1.0, 2.0])) == 4.0
+    assert PACT("abs_max").init_alpha_from(np.array([0.5, 0.25])) == 0.5
+    with pytest.raises(ValueError, match="alpha = 0"):
+        PACT("abs_max", signed=True).init_alpha_from(np.zeros(4))
+    layer = PACT("abs_max")
+    assert calibrate_pact(layer, paddle.to_tensor([0.5, 3.0])) == {"": 3.0}  # the model itself is a PACT

@@ -133,3 +133,39 @@ def test_prune_config_rejects_a_non_schedule():
     with pytest.raises(TypeError, match="schedule must be a SparsitySchedule"):
         PruneConfig(schedule={"type": "log"})
 
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: ConstantSchedule(1.5), ValueError, "ConstantSchedule.sparsity must be a finite number in [0, 1)"),
+    (lambda: ConstantSchedule(0.5, start="a"), TypeError, "ConstantSchedule.start must be an int >= 0"),
+    (lambda: ConstantSchedule(0.5).sparsity(-1), ValueError, "ConstantSchedule.step must be an int >= 0"),
+    (lambda: ConstantSchedule(0.5, unit="batch"), ValueError,
+     "ConstantSchedule.unit must be one of ['epoch', 'iteration']"),
+    (lambda: LogSchedule(1.0, 1, 3), ValueError, "LogSchedule.sparsity_upper_bound must be a finite number in [0, 1)"),
+    (lambda: LogSchedule(0.5, 0, 3), ValueError, "LogSchedule.interval_pass must be an int >= 1"),
+    (lambda: LogSchedule(0.5, 1, "3"), TypeError, "LogSchedule.end_pass must be an int >= 0"),
+    (lambda: LogSchedule(0.5, 1, 4).last_update_step(-1), ValueError, "LogSchedule.step must be an int >= 0"),
+    (lambda: CubicSchedule("0", 0.5, 0, 10), TypeError,
+     "CubicSchedule.initial_sparsity must be a finite number in [0, 1)"),
+    (lambda: CubicSchedule(0.0, 0.5, "0", 10), TypeError, "CubicSchedule.start must be an int >= 0"),
+    (lambda: CubicSchedule(0.0, 0.5, 0, 10.0), TypeError, "CubicSchedule.end must be an int >= 1"),
+    (lambda: CubicSchedule(0.0, 0.5, 0, 10, frequency=0), ValueError, "CubicSchedule.frequency must be an int >= 1"),
+    (lambda: CubicSchedule(0.0, 0.5, 0, 10, frequency=1.0), TypeError, "CubicSchedule.frequency must be an int >= 1"),
+    (lambda: schedule_from_dict({"type": "bogus"}), ValueError, "schedule.type must be one of"),
+    (lambda: PruneConfig.from_dict({"schedule": {"type": "constant", "sparsity": 0.5}, "bogus": 1}), ValueError,
+     "Prune: unknown keys ['bogus']"),
+    (lambda: PruneConfig(ConstantSchedule(0.5), include=[1]), TypeError, "Prune.include must be a list of strings"),
+    (lambda: PruneConfig(ConstantSchedule(0.5), exclude={"a"}), TypeError, "Prune.exclude must be a list of strings"),
+])
+def test_schedule_and_config_errors_start_with_their_owner(make, error, message):
+    with pytest.raises(error) as info:
+        make()
+    assert str(info.value).startswith(message)
+
+
+def test_schedule_defaults_equal_ramps_and_equality():
+    assert ConstantSchedule(0.5).unit == "epoch"
+    assert LogSchedule(0.5).interval_pass == 3 and CubicSchedule(0.0, 0.5, 0, 10).frequency == 1
+    assert CubicSchedule(0.5, 0.5, 0, 10).sparsity(10) == 0.5  # a flat ramp is allowed
+    assert ConstantSchedule(0.5) == ConstantSchedule(0.5) and ConstantSchedule(0.5) != ConstantSchedule(0.6)

@@ -362,6 +362,25 @@ def test_interrupted_and_resumed_run_ends_identical(stop, tmp_path):
     assert pruner.sparsity() == pytest.approx(round(0.8 * 144) / 144)
 
 
+@pytest.mark.parametrize("granularity", ["parameter", "global"])
+def test_set_state_dict_applies_the_loaded_masks_to_dense_weights(granularity):
+    # resuming onto weights without the zeros (e.g. the dense checkpoint): the loaded masks,
+    # not masks recomputed from these weights, decide what is zero
+    schedule = ConstantSchedule(0.6, start=3, unit="iteration")  # no update at step 0
+    rng = np.random.default_rng(4)
+    masks = {"0.weight": rng.random((6, 16)) < 0.5, "2.weight": rng.random((16, 3)) < 0.5}
+    model = small_mlp()
+    dense = {name: p.numpy().copy() for name, p in model.named_parameters()}
+    pruner = MagnitudePruner(model, schedule, granularity=granularity)
+    assert pruner.masks == {} and pruner.sparsity() == 0.0
+    pruner.set_state_dict({"epoch": 1, "iteration": 2, "masks": masks})
+    for name, weights in dense.items():
+        expected = weights * masks[name] if name in masks else weights
+        np.testing.assert_array_equal(model.state_dict()[name].numpy(), expected, err_msg=name)
+    assert (pruner.epoch, pruner.iteration) == (1, 2)
+    assert all(np.array_equal(pruner.masks[name], mask) for name, mask in masks.items())
+
+
 def test_set_state_dict_rejects_foreign_masks():
     pruner = MagnitudePruner(small_mlp(), ConstantSchedule(0.5))
     state = pruner.state_dict()
@@ -386,3 +405,73 @@ def test_sparsity_table_counts_zeros():
     pruner = MagnitudePruner(model, ConstantSchedule(0.5))
     assert "| 0.weight | 6x16 | 48 / 96 | 50.00% |" in pruner.sparsity_table()
     assert "| 0.bias | 16 | 16 / 16 | 100.00% |" in sparsity_table(model)  # Linear biases start at 0
+
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+def test_global_masks_of_three_parameters_and_the_sparsity_bound():
+    arrays = {"a": np.array([0.9, 0.1]), "b": np.array([0.2, 0.8, 0.3]), "c": np.array([0.05, 0.7])}
+    masks = magnitude_masks(arrays, 3 / 7, "global")  # the three smallest of all: 0.05, 0.1, 0.2
+    assert {k: v.tolist() for k, v in masks.items()} == {
+        "a": [True, False], "b": [False, True, True], "c": [False, True]}
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+        magnitude_masks(arrays, 1.0)
+
+
+def test_many_ties_are_pruned_in_position_order():
+    masks = magnitude_masks({"w": np.zeros(1000)}, 0.5)
+    assert masks["w"][500:].all() and not masks["w"][:500].any()
+
+
+def test_sparsity_table_of_a_one_element_tensor():
+    assert sparsity_table({"s": np.zeros(1)}).splitlines()[2:] == ["| s | 1 | 1 / 1 | 100.00% |",
+                                                                   "| **total** | | 1 / 1 | 100.00% |"]
+
+
+def test_parameters_of_the_model_itself_and_shared_parameters():
+    class Tied(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.scale = self.create_parameter([4, 4])
+            self.first = paddle.nn.Linear(4, 4)
+            self.second = paddle.nn.Linear(4, 4)
+            self.second.weight = self.first.weight  # tied: pruned once, under its first name
+            self.third = paddle.nn.Linear(4, 4)
+            self.pair = Pair(self.first.weight)
+
+    class Pair(paddle.nn.Layer):
+        def __init__(self, shared):
+            super().__init__()
+            self.shared = shared  # seen before: skipped, and the next parameter still counts
+            self.own = self.create_parameter([4, 4])
+
+    pruner = MagnitudePruner(Tied(), ConstantSchedule(0.5))
+    assert pruner.names == ["scale", "first.weight", "third.weight", "pair.own"]
+
+
+def test_loaded_masks_are_booleans():
+    pruner = MagnitudePruner(small_mlp(), ConstantSchedule(0.5, start=3, unit="iteration"))
+    pruner.set_state_dict({"epoch": 0, "iteration": 0,
+                           "masks": {"0.weight": np.ones((6, 16), dtype=np.int64)}})
+    assert pruner.masks["0.weight"].dtype == bool
+
+
+def test_config_builds_the_pruner_it_describes():
+    model = paddle.nn.Sequential(paddle.nn.Embedding(5, 4), *[paddle.nn.Linear(4, 4) for _ in range(3)])
+    config = PruneConfig(ConstantSchedule(0.5), granularity="global", include=["[0-2].weight"], exclude=["2.*"],
+                         layer_types=["Linear"])  # each option removes one of 0, 2 and 3
+    pruner = config.build_pruner(model)
+    assert (pruner.granularity, pruner.names) == ("global", ["1.weight"])
+    with pytest.raises(TypeError, match="^MagnitudePruner.include must be a list of regular expressions"):
+        MagnitudePruner(model, ConstantSchedule(0.5), include="1.weight")
+
+
+def test_static_pruner_reads_and_writes_the_given_scope():
+    with static_mode("legacy"):
+        main, startup, _, _, _ = build_static_mlp()
+        scope = paddle.static.Scope()  # not the global one
+        with paddle.static.scope_guard(scope):
+            paddle.static.Executor(paddle.CPUPlace()).run(startup)
+        pruner = PruneConfig(ConstantSchedule(0.5)).build_pruner(main, scope=scope, place=paddle.CPUPlace())
+        w = np.array(scope.find_var(pruner.names[0]).get_tensor())
+        assert np.count_nonzero(w == 0) == w.size // 2

@@ -11,6 +11,8 @@ from paddle_kure.nn.quantizers import (
     SignBinarizer,
     WeightFakeQuant,
     ede_parameters,
+    make_weight_quantizer,
+    quantize_linears,
 )
 
 
@@ -206,3 +208,105 @@ def test_binarized_weights_still_learn_through_the_straight_through_gradient():
         opt.clear_grad()
         losses.append(float(loss))
     assert losses[-1] < 0.6 * losses[0]
+
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+def test_defaults_bounds_and_buffers():
+    assert WeightFakeQuant().bits == 8 and ActivationFakeQuant().bits == 8 and ActivationFakeQuant(4).bits == 4
+    WeightFakeQuant(16)
+    ActivationFakeQuant(momentum=0.0)
+    for momentum in (1.0, -0.1):
+        with pytest.raises(ValueError, match="momentum"):
+            ActivationFakeQuant(momentum=momentum)
+    assert [list(b.shape) for b in ActivationFakeQuant().buffers()] == [[1], [1]]
+    with pytest.raises(ValueError, match="epoch"):
+        ede_parameters(0, 0)
+    for t_min, t_max in ((0.0, 1.0), (2.0, 2.0)):
+        with pytest.raises(ValueError, match="t_min"):
+            IRNetBinarizer(t_min, t_max)
+    binarizer = IRNetBinarizer(0.5, 2.0)
+    assert (binarizer.k, binarizer.t) == (2.0, 0.5)  # epoch 0: t = t_min, k = 1 / t
+    binarizer.set_progress(1, 1)
+    assert (binarizer.k, binarizer.t) == pytest.approx((1.0, 2.0))
+    assert (IRNetBinarizer().k, IRNetBinarizer().t) == pytest.approx((10.0, 0.1))
+
+
+def test_zero_tensors_stay_zero_and_small_ranges_are_kept():
+    zeros = paddle.zeros([3, 4])
+    assert not WeightFakeQuant(4)(zeros).numpy().any()
+    act = ActivationFakeQuant(4)
+    assert not act(zeros).numpy().any() and np.isfinite(act(zeros).numpy()).all()
+    act = ActivationFakeQuant(4)
+    x = paddle.to_tensor(np.array([0.5, -0.25, 0.1], dtype="float32"))
+    np.testing.assert_allclose(act(x).numpy(), np.round(x.numpy() / (0.5 / 7)) * (0.5 / 7), rtol=1e-6)
+    act.eval()
+    np.testing.assert_allclose(act(paddle.to_tensor([-2.0, 2.0])).numpy(), [-0.5, 0.5], rtol=1e-6)  # clipped
+
+
+def test_irnet_constant_channel_is_finite():
+    weight = paddle.to_tensor(np.array([[1.0, 0.5], [1.0, -0.5], [1.0, 0.25]], dtype="float32"))
+    assert np.isfinite(IRNetBinarizer()(weight).numpy()).all()
+
+
+def test_sign_binarizer_gradient_is_zero_outside_minus_one_to_one():
+    w = np.array([[2.0, -0.5], [0.25, -3.0]], dtype="float32")
+    weight = paddle.to_tensor(w, stop_gradient=False)
+    SignBinarizer()(weight).sum().backward()
+    alpha = np.abs(w).mean()  # the signs sum to 0, so alpha's own gradient drops out
+    np.testing.assert_allclose(weight.grad.numpy(), alpha * np.array([[0.0, 1.0], [1.0, 0.0]]), rtol=1e-6)
+
+
+def test_storage_bits_per_output_channel():
+    assert WeightFakeQuant(4, per_channel=True).storage_bits([3, 5]) == 15 * 4 + 5 * 32
+    assert SignBinarizer(per_channel=True).storage_bits([3, 5]) == 15 + 5 * 32
+    assert SignBinarizer().storage_bits([3, 5]) == 15 + 32
+
+
+def test_quant_linear_adds_the_bias():
+    linear = paddle.nn.Linear(3, 2)
+    linear.bias.set_value(np.array([1.0, -2.0], dtype="float32"))
+    x = np.ones((1, 3), dtype="float32")
+    layer = QuantLinear(linear, WeightFakeQuant(8))
+    expected = x @ WeightFakeQuant(8)(linear.weight).numpy() + [1.0, -2.0]
+    np.testing.assert_allclose(layer(paddle.to_tensor(x)).numpy(), expected, rtol=1e-6)
+
+
+def _groups_model():
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 4), paddle.nn.Sequential(paddle.nn.Linear(4, 4)))
+    names = ("q", "k", "v", "out", "ffn", "classifier", "final")
+    return model, {name: (["0"] if name == "q" else ["1.0"] if name == "ffn" else []) for name in names}
+
+
+def test_quantize_linears_defaults_and_options():
+    model, groups = _groups_model()
+    assert quantize_linears(model, groups, "all", "weight") == ["0", "1.0"]
+    weight = model[0].weight_quantizer
+    assert (weight.bits, weight.per_channel, model[0].input_quantizer) == (8, False, None)
+    model, groups = _groups_model()
+    quantize_linears(model, groups, "all", "full", bits=4, per_channel=True, momentum=0.5)
+    layer = model[1][0]
+    assert (layer.weight_quantizer.bits, layer.weight_quantizer.per_channel) == (4, True)
+    assert (layer.input_quantizer.bits, layer.input_quantizer.momentum) == (4, 0.5)
+    assert quantize_linears(*_groups_model(), "attention", "binary", per_channel=True) == ["0"]
+
+
+def test_make_weight_quantizer_defaults_and_options():
+    default = make_weight_quantizer("weight")
+    assert (type(default), default.bits, default.per_channel) == (WeightFakeQuant, 8, False)
+    assert make_weight_quantizer("full", 4, True).per_channel is True
+    assert make_weight_quantizer("binary", per_channel=True).per_channel is True
+    assert make_weight_quantizer("binary").per_channel is False
+    irnet = make_weight_quantizer("irnet")
+    assert (irnet.k, irnet.t) == pytest.approx((10.0, 0.1))
+
+
+def test_quant_linear_text():
+    layer = QuantLinear(paddle.nn.Linear(3, 2), WeightFakeQuant(4), ActivationFakeQuant(8))
+    layer.enabled = False
+    assert layer.extra_repr() == (f"in=3, out=2, weight={layer.weight_quantizer}, "
+                                  f"input={layer.input_quantizer}, enabled=False")
+    assert QuantLinear(paddle.nn.Linear(3, 2), SignBinarizer()).extra_repr() == \
+        f"in=3, out=2, weight={SignBinarizer()}"
+    binarizer = IRNetBinarizer(0.5, 2.0)
+    assert binarizer.extra_repr() == "k=2, t=0.5"

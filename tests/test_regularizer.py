@@ -9,7 +9,10 @@ from kurtosis_reference import kurtosis as ref_kurtosis
 import paddle_kure
 from paddle_kure import KurtosisDecay
 
-LR, COEFF, TARGET = 0.1, 0.05, 1.8
+LR, COEFF = 0.1, 0.05
+# 1.8 (uniform, the default) and 3.0 (normal): a regularizer that ignored `target` would pass with 1.8 alone.
+TARGETS = [1.8, 3.0]
+TARGET = TARGETS[0]  # the tests of one target
 RNG = np.random.default_rng(11)
 W0 = RNG.laplace(size=(6, 4)).astype("float32")  # K well above 1.8
 X = RNG.normal(size=(5, 6)).astype("float32")
@@ -21,53 +24,55 @@ def loss_grad(w):
     return 2.0 * x.T @ (x @ w) / (x.shape[0] * w.shape[1])
 
 
-def expected_sgd(w, l2_coeff=0.0):
-    return w - LR * (loss_grad(w) + kure_term(w, COEFF, TARGET, l2_coeff))
+def expected_sgd(w, target, l2_coeff=0.0):
+    return w - LR * (loss_grad(w) + kure_term(w, COEFF, target, l2_coeff))
 
 
-def _attr(l2_coeff=0.0):
+def _attr(target, l2_coeff=0.0):
     return paddle.ParamAttr(
         initializer=paddle.nn.initializer.Assign(W0),
-        regularizer=KurtosisDecay(COEFF, TARGET, l2_coeff=l2_coeff),
+        regularizer=KurtosisDecay(COEFF, target, l2_coeff=l2_coeff),
     )
 
 
 class Net(paddle.nn.Layer):
-    def __init__(self, l2_coeff=0.0):
+    def __init__(self, target=TARGET, l2_coeff=0.0):
         super().__init__()
-        self.w = self.create_parameter([6, 4], attr=_attr(l2_coeff))
+        self.w = self.create_parameter([6, 4], attr=_attr(target, l2_coeff))
 
     def forward(self, x):
         return paddle.matmul(x, self.w).square().mean()
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("l2_coeff", [0.0, 0.3])
-def test_sgd_step_dygraph(l2_coeff):
-    net = Net(l2_coeff)
+def test_sgd_step_dygraph(l2_coeff, target):
+    net = Net(target, l2_coeff)
     opt = paddle.optimizer.SGD(LR, parameters=net.parameters())
     net(paddle.to_tensor(X)).backward()
     opt.step()
-    np.testing.assert_allclose(net.w.numpy(), expected_sgd(W0, l2_coeff), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.w.numpy(), expected_sgd(W0, target, l2_coeff), rtol=1e-5, atol=1e-6)
 
 
-def test_sgd_step_to_static():
-    net = Net()
+@pytest.mark.parametrize("target", TARGETS)
+def test_sgd_step_to_static(target):
+    net = Net(target)
     static_net = paddle.jit.to_static(net, full_graph=True)
     opt = paddle.optimizer.SGD(LR, parameters=net.parameters())
     static_net(paddle.to_tensor(X)).backward()
     opt.step()
-    np.testing.assert_allclose(net.w.numpy(), expected_sgd(W0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.w.numpy(), expected_sgd(W0, target), rtol=1e-5, atol=1e-6)
 
 
-def _static_sgd_step(as_optimizer_weight_decay):
+def _static_sgd_step(as_optimizer_weight_decay, target):
     main, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(main, startup):
         x = paddle.static.data("x", [5, 6], "float32")
         if as_optimizer_weight_decay:
             attr = paddle.ParamAttr(name="w", initializer=paddle.nn.initializer.Assign(W0))
-            opt = paddle.optimizer.SGD(LR, weight_decay=KurtosisDecay(COEFF, TARGET))
+            opt = paddle.optimizer.SGD(LR, weight_decay=KurtosisDecay(COEFF, target))
         else:
-            attr = _attr()
+            attr = _attr(target)
             attr.name = "w"
             opt = paddle.optimizer.SGD(LR)
         w = paddle.static.create_parameter([6, 4], "float32", attr=attr)
@@ -79,31 +84,33 @@ def _static_sgd_step(as_optimizer_weight_decay):
     return np.array(paddle.static.global_scope().find_var("w").get_tensor())
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("as_weight_decay", [False, True], ids=["param_attr", "optimizer_weight_decay"])
 @pytest.mark.parametrize("ir", ["pir", "legacy"])
-def test_sgd_step_static(ir, as_weight_decay):
+def test_sgd_step_static(ir, as_weight_decay, target):
     with static_mode(ir):
-        w1 = _static_sgd_step(as_weight_decay)
-    np.testing.assert_allclose(w1, expected_sgd(W0), rtol=1e-5, atol=1e-6)
+        w1 = _static_sgd_step(as_weight_decay, target)
+    np.testing.assert_allclose(w1, expected_sgd(W0, target), rtol=1e-5, atol=1e-6)
 
 
-def _one_step(make_opt):
-    net = Net()
+def _one_step(make_opt, target=TARGET):
+    net = Net(target)
     opt = make_opt(net.parameters())
     net(paddle.to_tensor(X)).backward()
     opt.step()
     return net.w.numpy()
 
 
-def test_momentum_first_steps_exact():
-    net = Net()
+@pytest.mark.parametrize("target", TARGETS)
+def test_momentum_first_steps_exact(target):
+    net = Net(target)
     opt = paddle.optimizer.Momentum(LR, momentum=0.9, parameters=net.parameters())
     w, v = W0.astype(np.float64), np.zeros_like(W0, dtype=np.float64)
     for _ in range(2):
         net(paddle.to_tensor(X)).backward()
         opt.step()
         opt.clear_grad()
-        v = 0.9 * v + loss_grad(w) + kure_term(w, COEFF, TARGET)
+        v = 0.9 * v + loss_grad(w) + kure_term(w, COEFF, target)
         w = w - LR * v
         np.testing.assert_allclose(net.w.numpy(), w, rtol=1e-4, atol=1e-5)
 
@@ -115,10 +122,11 @@ def _adam_first_step(w, g, lr, beta1=0.9, beta2=0.999, eps=1e-8):
     return w - lr_t * m / (np.sqrt(v) + eps * np.sqrt(1 - beta2))
 
 
-def test_adam_first_step_exact():
+@pytest.mark.parametrize("target", TARGETS)
+def test_adam_first_step_exact(target):
     lr = 1e-3
-    got = _one_step(lambda p: paddle.optimizer.Adam(lr, parameters=p))
-    g = loss_grad(W0) + kure_term(W0, COEFF, TARGET)
+    got = _one_step(lambda p: paddle.optimizer.Adam(lr, parameters=p), target)
+    g = loss_grad(W0) + kure_term(W0, COEFF, target)
     np.testing.assert_allclose(got, _adam_first_step(W0.astype(np.float64), g, lr), rtol=1e-5, atol=1e-7)
 
 

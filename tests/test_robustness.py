@@ -1,4 +1,6 @@
 """Step-size robustness: quantizer values, scale search, weight restore, the sweep."""
+import warnings
+
 import numpy as np
 import paddle
 import pytest
@@ -7,6 +9,7 @@ from paddle_kure.robustness import (
     SCALE_METHODS,
     SweepConfig,
     abs_max_scale,
+    channel_axis,
     mse_scale,
     quantize_array,
     quantized_weights,
@@ -44,6 +47,21 @@ def test_mse_scale_beats_abs_max_on_heavy_tails(axis):
     err = lambda s: ((quantize_array(w, 4, s, axis) - w) ** 2).sum()
     assert np.all(best <= base + 1e-12)
     assert err(best) < 0.8 * err(base)  # clipping the tails pays at 4 bits
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_mse_scale_per_channel_is_each_channels_own_search(bits):
+    # channels of different scale and shape: the best clipping fraction differs per channel,
+    # so a search that minimized the error summed over the tensor would not give these
+    rng = np.random.default_rng(5)
+    channels = [rng.uniform(-1, 1, 256), 30.0 * rng.laplace(size=256), 1e-3 * rng.standard_t(2, 256),
+                rng.normal(size=256) ** 3, np.r_[rng.normal(size=255), 40.0]]
+    w = np.stack(channels, axis=1)  # channels along axis 1, as in a Linear weight
+    per_channel = mse_scale(w, bits, axis=1)
+    alone = [mse_scale(w[:, c], bits) for c in range(w.shape[1])]
+    np.testing.assert_allclose(per_channel, alone, rtol=1e-12)
+    fractions = per_channel / abs_max_scale(w, axis=1)
+    assert fractions.max() - fractions.min() > 0.1
 
 
 def _model():
@@ -178,3 +196,100 @@ def test_sweep_with_accuracy_method_records_scale_ratio():
     records = sweep(model, agreement, config, calibrate=agreement)
     ratios = {r.scale_method: r.scale_ratio for r in records}
     assert ratios["abs_max"] == 1.0 and ratios["mse"] < 1.0 and ratios["accuracy"] <= 1.0
+
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+def test_quantize_array_hand_values_at_4_bits_and_scale_2():
+    w = np.array([1.0, -3.0, 0.3, 0.0], dtype=np.float32)
+    # qmax 7, step 2/7: 1.0 -> round(3.5) = 4 -> 8/7; -3.0 -> -10.5 clips to -7 -> -2; 0.3 -> round(1.05) = 1 -> 2/7
+    np.testing.assert_allclose(quantize_array(w, 4, 2.0), [8 / 7, -2.0, 2 / 7, 0.0], rtol=1e-6)
+    assert quantize_array(w, 4, 2.0).dtype == np.float32
+
+
+def test_quantize_array_zero_scale_gives_zeros_without_warnings():
+    w = np.array([[0.5, -1.0], [2.0, 0.25]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by a zero scale happens
+        np.testing.assert_array_equal(quantize_array(w, 4, 0.0), np.zeros_like(w))
+        np.testing.assert_array_equal(quantize_array(w, 4, np.array([0.0, 2.0]), axis=0)[0], [0.0, 0.0])
+
+
+@pytest.mark.parametrize("axis", [None, 1])
+def test_mse_scale_is_the_best_of_100_fractions_from_0_2_to_1(axis):
+    # an independent brute force: every fraction of abs-max, the first of the least error kept
+    w = np.random.default_rng(6).laplace(size=(64, 3)).astype(np.float32)
+    fractions = np.linspace(0.2, 1.0, 100)
+    columns = [w] if axis is None else [w[:, [c]] for c in range(w.shape[1])]
+    expected = []
+    for col in columns:
+        base = float(np.abs(col).max())
+        errors = [((quantize_array(col, 4, base * f) - col).astype(np.float64) ** 2).sum() for f in fractions]
+        expected.append(base * fractions[int(np.argmin(errors))])
+    got = mse_scale(w, 4, axis)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(np.ravel(got), expected, rtol=1e-6)  # per channel, scales are float32 products
+
+
+def test_channel_axis_of_linear_and_conv():
+    assert channel_axis(paddle.nn.Linear(3, 4)) == 1 and channel_axis(paddle.nn.Conv2D(2, 5, 3)) == 0
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(2, 5, 3), paddle.nn.Flatten(), paddle.nn.Linear(5, 3))
+    scales = weight_scales(model, 4, per_channel=True)
+    assert scales["0.weight"].shape == (5,) and scales["2.weight"].shape == (3,)
+
+
+def test_defaults_and_layer_types_of_scales_and_ratio():
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(1, 2, 3), paddle.nn.Flatten(), paddle.nn.Linear(2, 3))
+    model[2].weight.set_value(np.array([[0.25, 0.0, 0.5], [0.1, 0.0, -0.5]], dtype="float32"))  # one zero channel
+    defaults = weight_scales(model, 4)  # per tensor, abs-max
+    assert defaults["2.weight"] == 0.5 and np.ndim(defaults["0.weight"]) == 0
+    linear_only = weight_scales(model, 4, layer_types=(paddle.nn.Linear,))
+    assert list(linear_only) == ["2.weight"]
+    assert scale_ratio(model, {"2.weight": 0.25}, layer_types=(paddle.nn.Linear,)) == 0.5  # per tensor by default
+    per_channel = {"2.weight": np.array([0.125, 0.0, 0.25])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert scale_ratio(model, per_channel, True, layer_types=(paddle.nn.Linear,)) == 0.5  # 0/0 counts as 0
+    calls = []
+    weight_scales(model, 4, True, "accuracy", calibrate=lambda m: calls.append(1) or 1.0, fractions=[0.5, 1.0],
+                  layer_types=(paddle.nn.Linear,))
+    assert len(calls) == 2  # the conv weight is not searched
+
+
+def test_accuracy_search_ties_keep_the_larger_fraction_per_channel():
+    model = _heavy_tailed_model()
+    abs_max = weight_scales(model, 3, True)
+    seen = []
+
+    def constant(m):
+        seen.append(m[0].weight.numpy().copy())
+        return 0.5  # every fraction ties
+
+    chosen = weight_scales(model, 3, True, "accuracy", calibrate=constant, fractions=[0.5, 1.0, 0.75])
+    for name in chosen:
+        np.testing.assert_array_equal(chosen[name], abs_max[name])
+    w = model[0].weight.numpy()
+    np.testing.assert_array_equal(seen[0], quantize_array(w, 3, abs_max["0.weight"], axis=1))  # per channel, 1.0 first
+
+
+def test_accuracy_fractions_up_to_1_5():
+    SweepConfig(accuracy_fractions=[1.5])
+    with pytest.raises(ValueError, match="fractions"):
+        SweepConfig(accuracy_fractions=[1.51])
+
+
+def test_scale_ratio_is_per_tensor_by_default():
+    model = paddle.nn.Sequential(paddle.nn.Linear(2, 3))
+    model[0].weight.set_value(np.array([[0.1, -0.2, 1.0], [0.05, 0.1, -0.5]], dtype="float32"))
+    assert scale_ratio(model, {"0.weight": 0.1}) == pytest.approx(0.1)  # base 1.0
+    assert scale_ratio(model, {"0.weight": 0.1}, True) == pytest.approx(0.5)  # median of 1, 0.5, 0.1
+
+
+def test_accuracy_search_quantizes_conv_weights_per_output_channel():
+    paddle.seed(3)
+    model = paddle.nn.Sequential(paddle.nn.Conv2D(1, 3, 3))
+    abs_max = weight_scales(model, 3, True)
+    seen = []
+    weight_scales(model, 3, True, "accuracy", calibrate=lambda m: seen.append(m[0].weight.numpy().copy()) or 1.0,
+                  fractions=[1.0])
+    np.testing.assert_array_equal(seen[0], quantize_array(model[0].weight.numpy(), 3, abs_max["0.weight"], axis=0))

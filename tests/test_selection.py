@@ -6,11 +6,13 @@ import numpy as np
 import paddle
 import pytest
 from graph_modes import static_mode
-from kurtosis_reference import kure_term, numerical_grad
+from kurtosis_reference import KURTOSES_NEAR_LOG_MAD_DEFAULT, array_with_kurtosis, kure_term, numerical_grad
 from kurtosis_reference import kurtosis as ref_kurtosis
 
-from paddle_kure import ActivationKurtosis, Kure, KurtosisDecay, KurtosisLoss, attach_kure, plan_kure
+from paddle_kure import ActivationKurtosis, Kure, KurtosisDecay, KurtosisLoss, attach_kure, kurtosis, plan_kure
 from paddle_kure.apps.run_config import ConfigError, KurtosisConfig, load_config
+from paddle_kure.losses import kurtosis_penalty
+from paddle_kure.param_filter import ParamFilter
 from paddle_kure.selection import select_tensors
 
 
@@ -74,6 +76,19 @@ def test_auto_exclude_leaves_out_the_heavy_tailed_tensor(rule):
     assert "7.weight" in str(plan) and f"kurtosis outlier ({rule}" in str(plan)
     # without the rule everything of 2+ dims is chosen
     assert len(plan_kure(model).chosen) == 12
+
+
+def test_log_mad_default_threshold_decides_between_3_5_and_5_robust_std():
+    rng = np.random.default_rng(3)
+    model = paddle.nn.Sequential(*[paddle.nn.Linear(8, 8) for _ in KURTOSES_NEAR_LOG_MAD_DEFAULT])
+    for layer, target in zip(model, KURTOSES_NEAR_LOG_MAD_DEFAULT):
+        layer.weight.set_value(array_with_kurtosis(target, (8, 8), rng).astype("float32"))
+    last = len(model) - 1
+    plan = plan_kure(model, auto_exclude="log_mad")
+    assert [row.kurtosis for row in plan.rows if row.name.endswith("weight")] == \
+        pytest.approx(KURTOSES_NEAR_LOG_MAD_DEFAULT, rel=1e-4)
+    assert plan.chosen == [f"{i}.weight" for i in range(last)]  # 12.0 (3.1 robust std) kept, 18.4 (4.1) not
+    assert plan_kure(model, auto_exclude="log_mad", mad_k=5.0).chosen == [f"{i}.weight" for i in range(last + 1)]
 
 
 def test_mean_std_misses_two_outliers_that_log_mad_catches():
@@ -277,3 +292,184 @@ def test_kurtosis_config_maps_onto_the_selection(tmp_path):
     bad.write_text("Kurtosis: {min_size: -1}\n")
     with pytest.raises(ConfigError, match="bad.yaml: Kurtosis.min_size"):
         load_config(str(bad))
+
+
+# ---- pinned by mutation testing (tools/mutate.py) ------------------------------------------------
+
+def test_plan_text_and_dict_exactly():
+    plan = select_tensors({"a.w": [4, 8], "a.b": [8], "c.w": [8, 8]}, {"a.w": 2.0, "a.b": 3.0, "c.w": 50.0},
+                          exclude=[r"c\.w"])
+    assert str(plan).splitlines() == [
+        "KURE plan: 1 of 3 tensors chosen (auto_exclude=None)",
+        "name  shape  kurtosis  chosen  reason",
+        "a.w   4x8    2         yes     chosen",
+        "a.b   8      3         no      fewer than 2 dims (not a weight)",
+        r"c.w   8x8    50        no      exclude pattern c\.w",
+    ]
+    row = {"layer_type": "", "l2_coeff": None}
+    assert plan.to_dict() == {"rule": None, "coeff": None, "target": None, "tensors": [
+        dict(row, name="a.w", shape=[4, 8], kurtosis=2.0, chosen=True, reason="chosen", size=32),
+        dict(row, name="a.b", shape=[8], kurtosis=3.0, chosen=False, reason="fewer than 2 dims (not a weight)", size=8),
+        dict(row, name="c.w", shape=[8, 8], kurtosis=50.0, chosen=False, reason=r"exclude pattern c\.w", size=64)]}
+    assert plan.coeff is None and plan.target is None
+
+
+def test_attached_plan_header_and_defaults():
+    model = paddle.nn.Sequential(
+        paddle.nn.Linear(6, 5, weight_attr=paddle.ParamAttr(regularizer=paddle.regularizer.L2Decay(0.02))),
+        paddle.nn.Linear(5, 3))
+    plan = attach_kure(model)  # the KURE paper's lambda 1 and target 1.8, no L2 added
+    assert str(plan).splitlines()[0] == \
+        "KURE plan: 2 of 4 tensors chosen (auto_exclude=None), coeff 1 (each 0.5), target 1.8"
+    lines = {line.split()[0]: line for line in str(plan).splitlines()[2:]}
+    assert lines["0.weight"].endswith("yes     chosen (l2 0.02)") and lines["1.weight"].endswith("yes     chosen")
+    assert (model[1].weight.regularizer.coeff, model[1].weight.regularizer.target) == (0.5, 1.8)
+    assert model[1].weight.regularizer.l2_coeff == 0.0 and plan.rows[2].l2_coeff == 0.0
+    plan = plan_kure(model).attach()
+    assert (plan.coeff, plan.target, model[0].weight.regularizer.coeff) == (1.0, 1.8, 0.5)
+
+
+def test_attach_validates_the_l2_of_every_parameter_before_changing_any():
+    model = paddle.nn.Sequential(
+        paddle.nn.Linear(6, 5, weight_attr=paddle.ParamAttr(regularizer=paddle.regularizer.L2Decay(0.02))),
+        paddle.nn.Linear(5, 3))
+    with pytest.raises(ValueError, match="l2_coeff"):
+        attach_kure(model, l2_coeff=-0.1)  # only the second weight would take it
+    assert isinstance(model[0].weight.regularizer, paddle.regularizer.L2Decay) and model[1].weight.regularizer is None
+
+
+def test_parameters_of_the_model_itself_and_reasons_of_each_criterion():
+    class Direct(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.scale = self.create_parameter([4, 4])
+            self.fc = paddle.nn.Linear(4, 4)
+
+    model = Direct()
+    plan = plan_kure(model, include=lambda name, p: name != "fc.bias", layer_types=["Linear"])
+    rows = {row.name: row for row in plan.rows}
+    assert rows["scale"].layer_type == "Direct" and rows["scale"].reason == "layer type Direct not in layer_types"
+    assert rows["fc.bias"].reason == "include predicate is false"
+    assert plan.chosen == ["fc.weight"] and plan.rule is None
+    assert plan_kure(model, include=["fc.*"]).rows[0].reason == "matches no include pattern"
+    assert plan_kure(model, auto_exclude="log_mad").rule == "log_mad"
+
+
+def test_select_tensors_defaults_missing_values_and_include():
+    values = dict(zip([f"t{i}" for i in range(13)], KURTOSES_NEAR_LOG_MAD_DEFAULT))
+    shapes = {name: [8, 8] for name in values}
+    assert select_tensors(shapes, values, auto_exclude="log_mad").chosen == list(shapes)[:-1]  # default 3.5 MADs
+    plan = select_tensors(dict(shapes, extra=[8, 8]), values, include=[r"t1\d?"])
+    assert plan.chosen == ["t1", "t10", "t11", "t12"]
+    assert np.isnan(plan.rows[-1].kurtosis) and plan.rows[-1].layer_type == ""
+    with pytest.raises(ValueError, match=r"auto_exclude needs the kurtosis of \['extra'\]"):
+        select_tensors(dict(shapes, extra=[8, 8]), values, auto_exclude="mean_std")
+    with pytest.raises(TypeError, match="predicate needs parameters"):
+        select_tensors(shapes, values, include=lambda name, p: True)
+    # num_std reaches the rule: at 1 std the largest values are out
+    assert len(select_tensors(shapes, values, auto_exclude="mean_std", num_std=1.0).chosen) < len(shapes)
+    assert select_tensors(shapes, values, auto_exclude="mean_std").chosen == list(shapes)
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"exclude": 5}, TypeError, "^plan_kure.exclude must be a list of regular expressions, got 5"),
+    ({"include": ["fc1["]}, ValueError, r"^plan_kure.include: 'fc1\[' is not a regular expression"),
+    ({"exclude": ["fc1["]}, ValueError, r"^plan_kure.exclude: 'fc1\[' is not a regular expression"),
+    ({"layer_types": {"Linear"}}, TypeError, "^plan_kure.layer_types must be a list of layer classes"),
+    ({"min_size": True}, TypeError, "^plan_kure.min_size must be an int >= 0, got True"),
+    ({"min_size": 1.5}, TypeError, "^plan_kure.min_size must be an int >= 0, got 1.5"),
+    ({"num_std": 0}, ValueError, "^plan_kure.num_std must be a finite number > 0, got 0"),
+    ({"num_std": True}, TypeError, "^plan_kure.num_std must be a finite number > 0, got True"),
+    ({"num_std": float("inf")}, ValueError, "^plan_kure.num_std must be a finite number > 0, got inf"),
+    ({"num_std": "3"}, TypeError, "^plan_kure.num_std must be a finite number > 0, got '3'"),
+    ({"mad_k": -1.0}, ValueError, r"^plan_kure.mad_k must be a finite number > 0, got -1\.0"),
+])
+def test_selection_argument_errors(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        plan_kure(Net(), **kwargs)
+
+
+def test_small_positive_band_widths_are_accepted():
+    assert plan_kure(Net(), auto_exclude="log_mad", mad_k=0.5, num_std=0.5).rule == "log_mad"
+
+
+def test_loss_defaults_and_activation_term_value():
+    rng = np.random.default_rng(4)
+    arrays = [rng.laplace(size=(6, 5)), rng.uniform(size=(9,))]
+    terms = [(ref_kurtosis(a) - 1.8) ** 2 for a in arrays]
+    np.testing.assert_allclose(float(kurtosis_penalty([kurtosis(paddle.to_tensor(a)) for a in arrays])),
+                               np.mean(terms), rtol=1e-10)  # default target 1.8, mean
+    model = paddle.nn.Sequential(paddle.nn.Linear(6, 16), paddle.nn.ReLU(), paddle.nn.Linear(16, 3))
+    x = paddle.randn([32, 6])
+    with ActivationKurtosis(model, ["0"]) as default:
+        out = model[0](x)
+        np.testing.assert_allclose(float(default.loss()), (ref_kurtosis(out.numpy()) - 1.8) ** 2, rtol=1e-4)
+    with ActivationKurtosis(model, ("0", "2"), coeff=0.5, target=3.0, reduction="sum") as term:
+        hidden, out = model[0](x), model(x)
+        expected = 0.5 * sum((ref_kurtosis(v.numpy()) - 3.0) ** 2 for v in (hidden, out))
+        np.testing.assert_allclose(float(term.loss()), expected, rtol=1e-4)
+
+
+def test_kure_names_nested_layers_and_plans_nothing_for_named_activations():
+    model = paddle.nn.Sequential(paddle.nn.Sequential(paddle.nn.Linear(6, 8), paddle.nn.ReLU()),
+                                 paddle.nn.Linear(8, 2))
+    with Kure(model, on_activations=True) as kure:
+        assert kure.activations.layer_names == ["0.0", "1"]  # the layer of "0.0.weight" is "0.0"
+    with Kure(model, on_weights=False, on_activations=True, layers=["1"]) as kure:
+        assert kure.plan is None and kure.weights is None
+
+
+@pytest.mark.parametrize("make, error, words", [
+    (lambda m, t: kurtosis_penalty([t], target=1.0), ValueError,
+     r"^kurtosis_penalty.target must be a finite number > 1"),
+    (lambda m, t: kurtosis_penalty([t], reduction="max"), ValueError, r"^kurtosis_penalty.reduction must be one of"),
+    (lambda m, t: KurtosisLoss([t], target=1.0), ValueError, r"^KurtosisLoss.target must be a finite number > 1"),
+    (lambda m, t: KurtosisLoss([t], target="2"), TypeError, r"^KurtosisLoss.target must be"),
+    (lambda m, t: KurtosisLoss([t], target=True), TypeError, r"^KurtosisLoss.target must be"),
+    (lambda m, t: KurtosisLoss(t), TypeError, "^KurtosisLoss: params must be a non-empty list"),
+    (lambda m, t: KurtosisLoss(iter([t])), TypeError, "^KurtosisLoss: params must be a non-empty list"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], coeff=-1.0), ValueError, r"^ActivationKurtosis.coeff must be"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], coeff=float("inf")), ValueError, r"^ActivationKurtosis.coeff"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], coeff="1"), TypeError, r"^ActivationKurtosis.coeff"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], coeff=True), TypeError, r"^ActivationKurtosis.coeff"),
+    (lambda m, t: ActivationKurtosis(m, ["0"], target=0.5), ValueError, r"^ActivationKurtosis.target"),
+    (lambda m, t: ActivationKurtosis(m, {"0"}), TypeError, "^ActivationKurtosis: layer_names must be a list"),
+    (lambda m, t: Kure(m, coeff=-1.0), ValueError, r"^Kure.coeff must be"),
+    (lambda m, t: Kure(m, target=1.0), ValueError, r"^Kure.target must be"),
+    (lambda m, t: Kure(m, on_weights=1), TypeError, r"^Kure.on_weights must be true or false"),
+    (lambda m, t: Kure(m, on_activations="yes"), TypeError, r"^Kure.on_activations must be true or false"),
+])
+def test_loss_argument_errors_name_their_owner(make, error, words):
+    model = paddle.nn.Sequential(paddle.nn.Linear(6, 4))
+    with pytest.raises(error, match=words):
+        make(model, paddle.randn([4, 4]))
+
+
+def test_zero_coeff_is_allowed():
+    model = paddle.nn.Sequential(paddle.nn.Linear(6, 4))
+    assert float(Kure(model, coeff=0).loss()) == 0.0
+    ActivationKurtosis(model, ["0"], coeff=0).remove()
+
+
+@pytest.mark.parametrize("ir", ["legacy", "pir"])
+def test_attach_refuses_a_program_that_already_has_its_gradient_ops(ir):
+    with static_mode(ir):
+        main, startup = paddle.static.Program(), paddle.static.Program()
+        with paddle.static.program_guard(main, startup):
+            x = paddle.static.data("x", [None, 8], "float32")
+            paddle.optimizer.SGD(0.1).minimize(paddle.static.nn.fc(x, 2).mean())
+        with pytest.raises(ValueError, match="^attach_kure: the Program already has its gradient ops"):
+            attach_kure(main)
+
+
+def test_param_filter_defaults_choose_every_shape_and_describe_the_criteria():
+    chooser = ParamFilter("owner")
+    assert chooser.reason_left_out("scalar", ()) is None and chooser.reason_left_out("empty", (0, 3)) is None
+    chooser.check(["a"])  # layers are assumed present by default
+    ParamFilter("owner", layer_types=["Linear"]).check(["a"])
+    assert (ParamFilter("owner", include=[r"fc\..*"], exclude=["b"], layer_types=[paddle.nn.Linear, "Conv2D"],
+                        min_size=4).describe()
+            == "include=['fc\\\\..*'], exclude=['b'], layer_types=['Linear', 'Conv2D'], min_size=4")
+    assert ParamFilter("owner", include=lambda name, p: True).describe().startswith("include=a predicate, ")
+    with pytest.raises(ValueError, match=r"^owner\.min_ndim must be an int >= 0, got -1$"):
+        ParamFilter("owner", min_ndim=-1)
