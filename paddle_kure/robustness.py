@@ -103,11 +103,11 @@ def _check_method(scale_method):
         raise ValueError(f"scale_method must be one of {SCALE_METHODS}, got {scale_method!r}")
 
 
-def _check_fractions(owner, fractions):
+def _check_fractions(owner, name, fractions):
     if not len(fractions):
-        raise ValueError(f"{owner}.accuracy_fractions must not be empty")
+        raise ValueError(f"{owner}.{name} must not be empty")
     for f in fractions:
-        check_number(owner, "accuracy_fractions", f, low=0.0, high=1.5, low_open=True)
+        check_number(owner, name, f, low=0.0, high=1.5, low_open=True)
 
 
 def weight_scales(
@@ -154,7 +154,7 @@ def weight_scales(
         return scales
     if calibrate is None:
         raise ValueError("scale_method 'accuracy' needs calibrate=fn(model) -> accuracy on a calibration split")
-    _check_fractions("weight_scales", fractions)
+    _check_fractions("weight_scales", "fractions", fractions)
     fractions = sorted({float(f) for f in fractions}, reverse=True)
     chosen = dict(scales)
     for name, _, _ in weights:
@@ -259,7 +259,7 @@ class SweepConfig(ConfigBase):
         self._int("seeds", low=1)
         for method in self.scale_methods:
             check_choice(owner, "scale_methods", method, SCALE_METHODS)
-        _check_fractions(owner, self.accuracy_fractions)
+        _check_fractions(owner, "accuracy_fractions", self.accuracy_fractions)
 
 
 @dataclass

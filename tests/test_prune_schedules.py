@@ -157,6 +157,9 @@ def test_prune_config_rejects_a_non_schedule():
      "Prune: unknown keys ['bogus']"),
     (lambda: PruneConfig(ConstantSchedule(0.5), include=[1]), TypeError, "Prune.include must be a list of strings"),
     (lambda: PruneConfig(ConstantSchedule(0.5), exclude={"a"}), TypeError, "Prune.exclude must be a list of strings"),
+    (lambda: PruneConfig(ConstantSchedule(0.5), min_size=-1), ValueError, "Prune.min_size must be an int >= 0"),
+    # without a source file the message starts with the section name
+    (lambda: PruneConfig.from_dict({"granularity": "global"}), ValueError, "Prune: missing key 'schedule'"),
 ])
 def test_schedule_and_config_errors_start_with_their_owner(make, error, message):
     with pytest.raises(error) as info:

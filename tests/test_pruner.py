@@ -475,3 +475,9 @@ def test_static_pruner_reads_and_writes_the_given_scope():
         pruner = PruneConfig(ConstantSchedule(0.5)).build_pruner(main, scope=scope, place=paddle.CPUPlace())
         w = np.array(scope.find_var(pruner.names[0]).get_tensor())
         assert np.count_nonzero(w == 0) == w.size // 2
+
+
+def test_include_predicate_reads_each_parameter():
+    # a predicate include gets the parameter itself, here to pick by shape
+    pruner = MagnitudePruner(small_mlp(), ConstantSchedule(0.5), include=lambda name, param: param.shape == [16, 3])
+    assert pruner.names == ["2.weight"]

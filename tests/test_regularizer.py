@@ -213,6 +213,8 @@ def test_bad_arguments(kwargs, error, text):
 def test_str_reads_like_paddle():
     assert str(KurtosisDecay(0.01)) == "KurtosisDecay, coeff=0.010000, target=1.800000"
     assert str(KurtosisDecay(0.01, 3.0, 1e-4)) == "KurtosisDecay, coeff=0.010000, target=3.000000, l2_coeff=0.000100"
+    assert str(KurtosisDecay(0.01, 3.0, 1e-4, min_ndim=1)) == (
+        "KurtosisDecay, coeff=0.010000, target=3.000000, l2_coeff=0.000100, min_ndim=1")
     assert isinstance(KurtosisDecay(0.1), paddle.regularizer.WeightDecayRegularizer)
     assert paddle_kure.KurtosisDecay is KurtosisDecay
 

@@ -178,8 +178,13 @@ def test_accuracy_scale_errors():
     model = _model()
     with pytest.raises(ValueError, match="calibrate"):
         weight_scales(model, 4, scale_method="accuracy")
-    with pytest.raises(ValueError, match="fractions"):
+    # the message names the function and its own argument
+    with pytest.raises(ValueError, match=r"^weight_scales\.fractions must be .* got 0\.0"):
         weight_scales(model, 4, scale_method="accuracy", calibrate=lambda m: 1.0, fractions=[0.0, 1.0])
+    with pytest.raises(ValueError, match=r"^weight_scales\.fractions must not be empty"):
+        weight_scales(model, 4, scale_method="accuracy", calibrate=lambda m: 1.0, fractions=[])
+    with pytest.raises(ValueError, match=r"^SweepConfig\.accuracy_fractions must be .* got 2\.0"):
+        SweepConfig(accuracy_fractions=[1.0, 2.0])
     with pytest.raises(ValueError, match="calibrate"):
         sweep(model, lambda m: 1.0, SweepConfig(scale_methods=["accuracy"]))
     with pytest.raises(ValueError, match="no entry"):

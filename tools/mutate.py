@@ -84,7 +84,7 @@ TARGETS = {
     # where the bits reach PaddleSlim: QAT tests, slow (about 10 s a mutant on 2 busy cores)
     "quant_bits": Target({"paddle_kure/quant/static.py": ("_slim_config",),
                           "paddle_kure/quant/dygraph.py": ("prepare_qat",)},
-                         ("tests/test_qat_static.py", "tests/test_qat_dygraph.py")),
+                         ("tests/test_qat_static.py", "tests/test_qat_dygraph.py", "tests/test_lowbit.py")),
 }
 
 # Statements left alone: the text of error messages and warnings (the conditions that raise are mutated).

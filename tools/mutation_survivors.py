@@ -32,12 +32,15 @@ SURVIVORS = {
     "shape with a 0 dimension would differ)",
     "paddle_kure.selection.xǁKurePlanǁattach__mutmut_11": "equivalent: that KurtosisDecay only validates coeff and "
     "target; l2 1.0 and 0.0 are both valid and the object is dropped",
+    # ops
+    "paddle_kure.ops.x__accumulate_kurtosis_decay__mutmut_6": "equivalent: Paddle hands a custom op a dense copy of a "
+    "strided input, so a strided x gives the same result in the in-place kernel; only the output grad must be dense",
     # losses
-    "paddle_kure.losses.xǁKureǁ__init____mutmut_52": "equivalent: Kure reads only kurtoses() of its KurtosisLoss and "
+    "paddle_kure.losses.xǁKureǁ__init____mutmut_69": "equivalent: Kure reads only kurtoses() of its KurtosisLoss and "
     "reduces them itself with its own reduction, so the KurtosisLoss's reduction is never used",
-    "paddle_kure.losses.xǁKureǁ__init____mutmut_80": "equivalent: Kure only take()s the recorded values of its "
+    "paddle_kure.losses.xǁKureǁ__init____mutmut_97": "equivalent: Kure only take()s the recorded values of its "
     "ActivationKurtosis; that object's reduction is never used",
-    "paddle_kure.losses.xǁKureǁ__init____mutmut_81": "equivalent: as mutmut_80, for the ActivationKurtosis's coeff "
+    "paddle_kure.losses.xǁKureǁ__init____mutmut_98": "equivalent: as mutmut_97, for the ActivationKurtosis's coeff "
     "(Kure applies its own)",
     # robustness (quantizer and scale search)
     "paddle_kure.robustness.x__reduce_axes__mutmut_1": "equivalent: reducing over every axis is what axis=None does",
@@ -75,7 +78,9 @@ SURVIVORS = {
     "paddle_kure.prune.pruner.xǁ_LayerWeightsǁmultiply__mutmut_14": CPU_ONLY,
     "paddle_kure.prune.pruner.x__tensor_place__mutmut_2": CPU_ONLY,
     "paddle_kure.prune.pruner.x__tensor_place__mutmut_4": CPU_ONLY,
-    "paddle_kure.prune.pruner.xǁMagnitudePrunerǁ__init____mutmut_10": CPU_ONLY,
+    "paddle_kure.prune.pruner.xǁMagnitudePrunerǁ__init____mutmut_40": CPU_ONLY,
+    "paddle_kure.prune.pruner.xǁMagnitudePrunerǁ__init____mutmut_3": "equivalent: min_size 1 instead of 0 leaves out "
+    "only tensors of 0 elements, and no parameter has 0 elements",
     "paddle_kure.prune.pruner.xǁ_ProgramWeightsǁ__init____mutmut_12": CPU_ONLY,
     # nn
     'paddle_kure.nn.quantizers.x__channel_abs__mutmut_6': 'equivalent: without keepdim the per-channel [out] vector broadcasts over a 2-D [in, out] weight as [1, out] does (per-channel needs 2-D)',
@@ -108,8 +113,8 @@ SURVIVORS = {
     'paddle_kure.quant.config.xǁPACTConfigǁvalidate__mutmut_67': 'equivalent: inclusive=None is falsy, as False',
     'paddle_kure.prune.schedules.xǁSparsityScheduleǁ__init____mutmut_1': "equivalent: every schedule passes its own unit (default 'epoch') to the base class, so the base default is never used",
     'paddle_kure.prune.schedules.xǁSparsityScheduleǁ__init____mutmut_2': 'equivalent: as mutmut_1',
-    'paddle_kure.prune.config.xǁPruneConfigǁbuild_pruner__mutmut_8': CPU_ONLY,
-    'paddle_kure.prune.config.xǁPruneConfigǁbuild_pruner__mutmut_16': CPU_ONLY,
+    'paddle_kure.prune.config.xǁPruneConfigǁbuild_pruner__mutmut_9': CPU_ONLY,
+    'paddle_kure.prune.config.xǁPruneConfigǁbuild_pruner__mutmut_18': CPU_ONLY,
     'paddle_kure.nn.quantizers.xǁSignBinarizerǁstorage_bits__mutmut_4': 'equivalent for the 2-D Linear weights it serves: shape[1] is shape[-1]',
     'paddle_kure.nn.quantizers.xǁIRNetBinarizerǁ__init____mutmut_17': 'equivalent: at epoch 0 the schedule gives t = t_min and k = 1 / t_min whatever t_max is',
     'paddle_kure.nn.quantizers.xǁIRNetBinarizerǁ__init____mutmut_19': 'equivalent: at epoch 0 the number of epochs does not enter t or k',
