@@ -177,7 +177,31 @@ def test_ptq_at_8_and_4_bits(fmnist, tmp_path):
     assert errors[8] < 0.1 * np.abs(fp32).max() < errors[4]
 
 
+def test_pact_layers_follow_use_pact_and_the_calibration_batch():
+    from paddle_kure.nn import PACT
+    x = paddle.to_tensor(np.random.default_rng(3).normal(size=(4, 1, 28, 28)).astype("float32"))
+    model = prepare_qat(SmallCNN(), QuantAwareConfig(use_pact=True), pact=PACTConfig(init="abs_max"),
+                        calib_batch=(x,))
+    pacts = {name: layer for name, layer in model.named_sublayers() if isinstance(layer, PACT)}
+    assert sorted(pacts) == [f"{name}._layer._act_preprocess" for name in ("conv1", "conv2", "fc")]
+    # conv1's PACT sees the batch itself, so the calibration set its alpha to the batch's abs-max
+    assert float(pacts["conv1._layer._act_preprocess"].alpha.numpy()[0]) == float(np.abs(x.numpy()).max())
+    assert not any(layer._needs_data_init for layer in pacts.values())
+    # no pact options: PACTConfig()'s defaults, alphas set by the first batch
+    default = [layer for layer in prepare_qat(SmallCNN(), QuantAwareConfig(use_pact=True)).sublayers()
+               if isinstance(layer, PACT)]
+    assert len(default) == 3
+    assert all(layer._needs_data_init and "init='percentile'" in layer.extra_repr() for layer in default)
+    assert not any(isinstance(layer, PACT) for layer in prepare_qat(SmallCNN(), QuantAwareConfig()).sublayers())
+
+
 def test_bad_calls_are_refused():
+    with pytest.raises(TypeError, match="^model must be a Layer, got str"):
+        prepare_qat("SmallCNN", QuantAwareConfig())
+    with pytest.raises(TypeError, match="^config must be a QuantAwareConfig, got dict"):
+        prepare_qat(SmallCNN(), {"weight_bits": 4})
+    with pytest.raises(TypeError, match="^pact must be a PACTConfig, got dict"):
+        prepare_qat(SmallCNN(), QuantAwareConfig(use_pact=True), pact={"init": "abs_max"})
     with pytest.raises(ValueError, match="activation_quantize_type 'abs_max' is static-graph only"):
         prepare_qat(SmallCNN(), QuantAwareConfig(activation_quantize_type="abs_max"))
     with pytest.raises(ValueError, match="use_pact is false"):

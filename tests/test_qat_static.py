@@ -155,3 +155,16 @@ def test_kure_after_minimize_is_refused(ir):
             paddle.optimizer.SGD(0.1).minimize(loss)
             with pytest.raises(ValueError, match="before the optimizer's minimize"):
                 add_kurtosis_regularization(main)
+
+
+def test_paddleslim_config_carries_every_setting_and_the_extra_options():
+    # the keys are PaddleSlim's quant_aware config names; slim_options adds keys and overrides ours
+    from paddle_kure.quant.static import _slim_config
+    config = QuantAwareConfig(weight_bits=4, activation_bits=8, weight_quantize_type="abs_max",
+                              activation_quantize_type="range_abs_max", quantize_op_types=["conv2d"],
+                              onnx_format=False)
+    expected = {"weight_bits": 4, "activation_bits": 8, "weight_quantize_type": "abs_max",
+                "activation_quantize_type": "range_abs_max", "quantize_op_types": ["conv2d"], "onnx_format": False}
+    assert _slim_config(config) == expected
+    assert _slim_config(config, {"window_size": 500, "onnx_format": True}) == dict(
+        expected, window_size=500, onnx_format=True)
