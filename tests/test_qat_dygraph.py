@@ -195,6 +195,19 @@ def test_pact_layers_follow_use_pact_and_the_calibration_batch():
     assert not any(isinstance(layer, PACT) for layer in prepare_qat(SmallCNN(), QuantAwareConfig()).sublayers())
 
 
+def test_prepare_qat_quantizes_the_chosen_layer_types_with_the_chosen_weight_quantizer():
+    def kinds(config):
+        """Sorted class names of the quantized layers and of their weight quantizers."""
+        layers = prepare_qat(SmallCNN(), config).named_sublayers()
+        names = [(name, type(layer).__name__) for name, layer in layers]
+        return (sorted(kind for _, kind in names if kind.startswith("Quantized")),
+                sorted(kind for name, kind in names if name.endswith("_fake_quant_weight")))
+    assert kinds(QuantAwareConfig()) == (["QuantizedConv2D", "QuantizedConv2D", "QuantizedLinear"],
+                                         ["FakeQuantChannelWiseAbsMax"] * 3)
+    assert kinds(QuantAwareConfig(quantize_op_types=["mul"], weight_quantize_type="abs_max")) == (
+        ["QuantizedLinear"], ["FakeQuantAbsMax"])
+
+
 def test_bad_calls_are_refused():
     with pytest.raises(TypeError, match="^model must be a Layer, got str"):
         prepare_qat("SmallCNN", QuantAwareConfig())
