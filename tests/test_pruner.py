@@ -481,3 +481,9 @@ def test_include_predicate_reads_each_parameter():
     # a predicate include gets the parameter itself, here to pick by shape
     pruner = MagnitudePruner(small_mlp(), ConstantSchedule(0.5), include=lambda name, param: param.shape == [16, 3])
     assert pruner.names == ["2.weight"]
+
+
+def test_config_builds_a_pruner_with_its_min_size():
+    # 0.weight has 6 * 16 = 96 elements, 2.weight 16 * 3 = 48
+    assert PruneConfig(ConstantSchedule(0.5), min_size=60).build_pruner(small_mlp()).names == ["0.weight"]
+    assert PruneConfig(ConstantSchedule(0.5)).build_pruner(small_mlp()).names == ["0.weight", "2.weight"]

@@ -33,8 +33,18 @@ SURVIVORS = {
     "paddle_kure.selection.xǁKurePlanǁattach__mutmut_11": "equivalent: that KurtosisDecay only validates coeff and "
     "target; l2 1.0 and 0.0 are both valid and the object is dropped",
     # ops
+    "paddle_kure.ops.x__dtype_name__mutmut_5": "equivalent: str() of a Paddle dtype is 'paddle.<name>', one dot, so "
+    "index 1 is index -1",
     "paddle_kure.ops.x__accumulate_kurtosis_decay__mutmut_6": "equivalent: Paddle hands a custom op a dense copy of a "
     "strided input, so a strided x gives the same result in the in-place kernel; only the output grad must be dense",
+    # quant_bits (PaddleSlim config built by prepare_qat)
+    "paddle_kure.quant.dygraph.x_prepare_qat__mutmut_45": "equivalent: 'moving_average_abs_max' is the only "
+    "activation_quantize_type dygraph QAT accepts, and it is PaddleSlim's default when the key is missing",
+    "paddle_kure.quant.dygraph.x_prepare_qat__mutmut_46": "equivalent: as prepare_qat mutmut_45",
+    "paddle_kure.quant.dygraph.x_prepare_qat__mutmut_49": "equivalent: the QAT layers are the same with either "
+    "onnx_format; the export format comes from export_quantized, which passes config.onnx_format to its own "
+    "ImperativeQuantAware",
+    "paddle_kure.quant.dygraph.x_prepare_qat__mutmut_50": "equivalent: as prepare_qat mutmut_49",
     # losses
     "paddle_kure.losses.xǁKureǁ__init____mutmut_69": "equivalent: Kure reads only kurtoses() of its KurtosisLoss and "
     "reduces them itself with its own reduction, so the KurtosisLoss's reduction is never used",
