@@ -328,7 +328,8 @@ def _git_head():
 
 
 def _reason(mutant):
-    return SURVIVORS.get(mutant["name"], "")
+    """Why a survivor survives; a caught mutant has none (a stale name in SURVIVORS may now point at it)."""
+    return "" if mutant["status"] in CAUGHT else SURVIVORS.get(mutant["name"], "")
 
 
 def _score(mutants):
