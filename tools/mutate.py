@@ -81,7 +81,7 @@ TARGETS = {
         "quantize_array", "channel_axis", "_reduce_axes", "abs_max_scale", "mse_scale", "_check_method",
         "_check_fractions", "weight_scales", "quantized_weights", "scale_ratio")}, ("tests/test_robustness.py",)),
     "quant": Target({"paddle_kure/quant/config.py": None}, ("tests/test_config.py",)),
-    # where the bits reach PaddleSlim: QAT tests, slow (about 10 s a mutant on 2 busy cores)
+    # where the bits reach PaddleSlim: the QAT tests (test_lowbit.py gives weights and activations different bits)
     "quant_bits": Target({"paddle_kure/quant/static.py": ("_slim_config",),
                           "paddle_kure/quant/dygraph.py": ("prepare_qat",)},
                          ("tests/test_qat_static.py", "tests/test_qat_dygraph.py", "tests/test_lowbit.py")),
