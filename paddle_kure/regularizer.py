@@ -107,7 +107,7 @@ class KurtosisDecay(WeightDecayRegularizer):
         """
         assert isinstance(param, (framework.Variable, pir.Value, pir.core.ParameterMeta))
         assert isinstance(block, (framework.Block, pir.Block))
-        if len(param.shape) < self._min_ndim:
+        if not self._covers(param):
             return L2Decay(self._l2_coeff)(param, grad, block)
         # kurtosis_decay_grad dispatches dygraph/PIR and legacy static itself.
         return kurtosis_decay_grad(param, self._coeff, self._target, self._l2_coeff, block=block)
@@ -163,9 +163,12 @@ class KurtosisDecay(WeightDecayRegularizer):
                                  "regularizer, which the optimizer applies: the term would be added twice")
             grad = param.grad
             if grad is not None:
-                # below min_ndim only the L2 part, as in __call__
-                coeff = self._coeff if len(param.shape) >= self._min_ndim else 0.0
+                coeff = self._coeff if self._covers(param) else 0.0  # else the L2 part only, as in __call__
                 _accumulate_kurtosis_decay(param, grad, coeff, self._target, self._l2_coeff)
+
+    def _covers(self, param) -> bool:
+        """Whether the kurtosis term applies to ``param`` (``min_ndim`` dimensions or more)."""
+        return len(param.shape) >= self._min_ndim
 
     def __str__(self) -> str:
         text = f"KurtosisDecay, coeff={self._coeff:f}, target={self._target:f}"

@@ -1,19 +1,13 @@
 """tools/demo_results.py: the README's demo numbers come from a run's results.json."""
-import importlib.util
 import json
-import os
 
 import pytest
-
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "demo_results.py")
+from script_module import load_script
 
 
 @pytest.fixture(scope="module")
 def demo_results():
-    spec = importlib.util.spec_from_file_location("demo_results", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/demo_results.py")
 
 
 RESULTS = {

@@ -1,20 +1,13 @@
 """The paired statistics of experiments/kure_ptq.py against scipy."""
-import importlib.util
-import os
-
 import numpy as np
 import pytest
+from script_module import load_script
 from scipy import stats
-
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "kure_ptq.py")
 
 
 @pytest.fixture(scope="module")
 def kure_ptq():
-    spec = importlib.util.spec_from_file_location("kure_ptq", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/kure_ptq.py")
 
 
 def test_paired_summary_matches_scipy_t_interval(kure_ptq):
