@@ -76,6 +76,15 @@ class QuantAwareConfig(ConfigBase):
         self._bool("use_pact")
         self._bool("onnx_format")
 
+    def slim_config(self, dygraph: bool = False) -> dict:
+        """PaddleSlim's config dict for these settings: with ``quantize_op_types`` for
+        static ``quant_aware``, or with ``quantizable_layer_type`` for dygraph ``QAT``."""
+        ops = ({"quantizable_layer_type": self.dygraph_layer_types()} if dygraph
+               else {"quantize_op_types": list(self.quantize_op_types)})
+        return {"weight_bits": self.weight_bits, "activation_bits": self.activation_bits,
+                "weight_quantize_type": self.weight_quantize_type,
+                "activation_quantize_type": self.activation_quantize_type, **ops, "onnx_format": self.onnx_format}
+
     def dygraph_layer_types(self) -> list:
         """PaddleSlim dygraph ``quantizable_layer_type`` for ``quantize_op_types``."""
         return sorted({DYGRAPH_LAYER_TYPES[op] for op in self.quantize_op_types})

@@ -83,14 +83,7 @@ def prepare_qat(model, config: QuantAwareConfig, kure: KureConfig | None = None,
     compat.import_paddleslim()
     from paddleslim.dygraph.quant import QAT
 
-    slim_config = {
-        "weight_bits": config.weight_bits,
-        "activation_bits": config.activation_bits,
-        "weight_quantize_type": config.weight_quantize_type,
-        "activation_quantize_type": config.activation_quantize_type,
-        "quantizable_layer_type": config.dygraph_layer_types(),
-        "onnx_format": config.onnx_format,
-    }
+    slim_config = config.slim_config(dygraph=True)
     act_preprocess = compat.pact_layer_class(pact or PACTConfig()) if config.use_pact else None
     QAT(config=slim_config, act_preprocess=act_preprocess).quantize(model)
     if calib_batch is not None:

@@ -95,14 +95,7 @@ def pact_preprocess(pact: PACTConfig | None = None):
 def _slim_config(config: QuantAwareConfig, slim_options=None) -> dict:
     """PaddleSlim's config dict; ``slim_options`` adds or overrides PaddleSlim keys
     that QuantAwareConfig does not carry (``not_quant_pattern``, ``window_size``, ...)."""
-    return dict({
-        "weight_bits": config.weight_bits,
-        "activation_bits": config.activation_bits,
-        "weight_quantize_type": config.weight_quantize_type,
-        "activation_quantize_type": config.activation_quantize_type,
-        "quantize_op_types": list(config.quantize_op_types),
-        "onnx_format": config.onnx_format,
-    }, **(slim_options or {}))
+    return dict(config.slim_config(), **(slim_options or {}))
 
 
 def quant_aware_programs(train_program, test_program, place, config: QuantAwareConfig,
