@@ -22,7 +22,7 @@ except ImportError as err:
 from paddle.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CPU_SOURCES = ["csrc/kurtosis_op.cc"]
+CPU_SOURCES = ["csrc/kurtosis_op.cc", "csrc/kurtosis_python.cc"]
 CUDA_SOURCES = ["csrc/kurtosis_op.cu"]
 
 

@@ -8,6 +8,7 @@ under ``paddle.jit.to_static``; the compiled library is loaded on first use
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 
 import paddle
@@ -21,6 +22,7 @@ __all__ = ["kurtosis", "kurtosis_decay_grad", "load_library"]
 _FLOAT_DTYPES = ("float32", "float64")
 _GPU_ONLY_DTYPES = ("float16", "bfloat16")
 _library_path = None
+_kernels = None  # the library as a Python module: direct dygraph calls
 
 
 def load_library() -> str:
@@ -40,6 +42,18 @@ def load_library() -> str:
         load_op_meta_info_and_register_op(found[0])
         _library_path = found[0]
     return _library_path
+
+
+def _dygraph_kernels():
+    """The same library imported as a Python module (csrc/kurtosis_python.cc):
+    its functions skip Paddle's custom-operator dispatch."""
+    global _kernels
+    if _kernels is None:
+        spec = importlib.util.spec_from_file_location("paddle_kure._kure_ops", load_library())
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _kernels = module
+    return _kernels
 
 
 def _dtype_name(x) -> str:
@@ -136,6 +150,8 @@ def kurtosis_decay_grad(x, coeff: float, target: float = 1.8, l2_coeff: float = 
         Tensor of ``x``'s shape and dtype.
     """
     _check_input(x, "kurtosis_decay_grad")
+    if paddle.in_dynamic_mode():
+        return (_kernels or _dygraph_kernels()).kurtosis_decay(x, coeff, target, l2_coeff)
     load_library()
     attrs = (float(coeff), float(target), float(l2_coeff))
     if in_dynamic_or_pir_mode():

@@ -273,3 +273,35 @@ def test_accumulate_into_strided_views_matches_reference(strided):
     assert not (x.is_contiguous() and grad.is_contiguous())
     _accumulate_kurtosis_decay(x, grad, 0.3, 1.8, 0.01)
     np.testing.assert_allclose(grad.numpy(), grad_np + kure_term(x_np, 0.3, 1.8, 0.01), rtol=1e-6, atol=3e-7)
+
+
+def test_decay_grad_of_a_strided_view_matches_reference():
+    # dygraph calls the kernel directly (not through Paddle's operator dispatch, which
+    # makes inputs contiguous): a strided view must still be read as its elements
+    base = paddle.to_tensor(RNG.laplace(size=(300, 8)))
+    view = base[:, ::2]
+    assert not view.is_contiguous()
+    decay = paddle_kure.kurtosis_decay_grad(view, coeff=0.3, target=1.8, l2_coeff=0.01)
+    expected = kure_term_longdouble(base.numpy()[:, ::2], *op_attrs(0.3, 1.8, 0.01)).astype(np.float64)
+    np.testing.assert_allclose(decay.numpy(), expected, rtol=0, atol=1e-12 * float(np.abs(expected).max()))
+
+
+def test_pooled_large_outputs_are_never_shared_while_alive():
+    # outputs from 1 MiB up reuse released buffers: a live output must keep its
+    # values when more outputs of its size are made, and a reused one gets new values
+    n = 400_000
+    xs = [RNG.laplace(size=n).astype("float32") * s for s in (1.0, 3.0, 0.5)]
+    expected = [kure_term_longdouble(x, 0.2, 1.8, 0.0) for x in xs]
+    tolerance = [2e-6 * float(np.abs(e).max()) for e in expected]
+    first = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(xs[0]), coeff=0.2)
+    second = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(xs[1]), coeff=0.2)
+    for out, e, tol in ((first, expected[0], tolerance[0]), (second, expected[1], tolerance[1])):
+        np.testing.assert_allclose(out.numpy(), e, rtol=0, atol=tol)
+    first_values = first.numpy().copy()
+    del second
+    third = paddle_kure.kurtosis_decay_grad(paddle.to_tensor(xs[2]), coeff=0.2)  # may reuse second's buffer
+    np.testing.assert_allclose(third.numpy(), expected[2], rtol=0, atol=tolerance[2])
+    np.testing.assert_array_equal(first.numpy(), first_values)
+    # the pooled output is an ordinary tensor: in-place arithmetic and a step of SGD work on it
+    third.scale_(2.0)
+    np.testing.assert_allclose(third.numpy(), 2 * expected[2], rtol=0, atol=2 * tolerance[2])
