@@ -82,15 +82,17 @@ class ParamFilter:
         self.min_ndim = check_int(owner, "min_ndim", min_ndim, low=0)
 
     def check(self, names, has_layers: bool = True) -> None:
-        """Raises a ValueError when an include pattern matches none of ``names`` or
-        when ``layer_types`` is set for parameters that have no layer (a Program's)."""
+        """Raises a ValueError when an include or exclude pattern matches none of
+        ``names`` (a misspelt or stale name would otherwise change nothing, silently)
+        or when ``layer_types`` is set for parameters that have no layer (a Program's)."""
         if self.layer_types and not has_layers:
             raise ValueError(f"{self.owner}: layer_types needs a dygraph paddle.nn.Layer (a Program's or a state "
                              "dict's parameters have no layer); select with include/exclude")
-        unmatched = [p.pattern for p in self.include or () if not any(p.fullmatch(n) for n in names)]
-        if unmatched:
-            raise ValueError(f"{self.owner}: include: no parameters named {unmatched} (patterns are regular "
-                             f"expressions matching whole names); there are {list(names)}")
+        for key, patterns in (("include", self.include or ()), ("exclude", self.exclude)):
+            unmatched = [p.pattern for p in patterns if not any(p.fullmatch(n) for n in names)]
+            if unmatched:
+                raise ValueError(f"{self.owner}: {key}: no parameters named {unmatched} (patterns are regular "
+                                 f"expressions matching whole names); there are {list(names)}")
 
     def reason_left_out(self, name: str, shape, layer_type: Optional[type] = None, param=None) -> Optional[str]:
         """Why the parameter is left out, or None when it is chosen."""

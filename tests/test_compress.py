@@ -269,6 +269,33 @@ def test_dry_run_plan_lists_ops_and_kurtosis(cnn_model, capsys):
 
 
 @needs_fmnist
+def test_a_kurtosis_pattern_that_matches_no_weight_is_an_error(cnn_model):
+    from paddle_kure.apps.compress import plan_compression
+
+    model_dir, _ = cnn_model
+    config = CompressConfig.from_dict(_config(model_dir, Kurtosis={"exclude": ["conv2d_9.w_0"]}), "c.yaml")
+    with pytest.raises(ConfigError, match=r"^c.yaml: Kurtosis.exclude: no parameter is named "
+                                          r"\['conv2d_9.w_0'\] .*; the model has \[.*'conv2d_0.w_0'"):
+        plan_compression(config)
+
+
+def test_run_names_weights_as_the_example_config_does():
+    # `paddle-kure run` builds every stage's model with a fresh name generator, so its exports
+    # name the first conv conv2d_0.w_0 whatever was built before; the example excludes it by that name
+    from types import SimpleNamespace
+
+    from paddle_kure.apps.run import RunPipeline
+    from paddle_kure.models import SmallCNN
+
+    SmallCNN()  # a model built earlier in the process
+    pipeline = SimpleNamespace(config=SimpleNamespace(Global=SimpleNamespace(seed=0)))
+    names = [[p.name for p in RunPipeline.new_model(pipeline).parameters()] for _ in range(2)]
+    assert names[0] == names[1] and names[0][0] == "conv2d_0.w_0"
+    example = os.path.join(os.path.dirname(__file__), os.pardir, "examples", "compress", "smallcnn_w8a8.yaml")
+    assert load_compress_config(example).Kurtosis.exclude == ("conv2d_0.w_0",)
+
+
+@needs_fmnist
 @pytest.mark.parametrize("reader_args, message", [
     ({"foo": 1}, r"Global.reader_args: .*unexpected keyword argument 'foo'"),
     ({"input_name": "img"}, r"Global.reader: the eval reader gave a batch without the model inputs \['image'\]"),

@@ -198,6 +198,7 @@ def test_selection_by_name_and_layer_type(kwargs, names):
 
 @pytest.mark.parametrize("kwargs, error, words", [
     ({"include": ["conv3.*"]}, ValueError, "MagnitudePruner: include: no parameters named ['conv3.*']"),
+    ({"exclude": ["conv3.*"]}, ValueError, "MagnitudePruner: exclude: no parameters named ['conv3.*']"),
     ({"include": ["*.weight"]}, ValueError, "MagnitudePruner.include: '*.weight' is not a regular expression"),
     ({"layer_types": ["BatchNorm2D"]}, ValueError, "no parameter with two or more dimensions is selected"),
     ({"exclude": "fc.*"}, TypeError, "MagnitudePruner.exclude must be a list of regular expressions, got 'fc.*'"),

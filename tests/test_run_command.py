@@ -203,3 +203,9 @@ def test_kure_weight_choice_include_exclude_layer_types_and_automatic_exclusion(
                                          r"min_size 0 and auto_exclude False chose no weight \(FP32 kurtosis: "
                                          r"layer0.weight \d"):
         choose_kure_weights(model, KurtosisConfig(exclude=("*",)))
+    # a pattern that names nothing is an error, in the config's own words (a glob, not a regex)
+    with pytest.raises(ValueError, match=r"^c.yaml: Kurtosis.exclude: no parameter is named \['conv1\.\*'\] "
+                                         r".*; the model has \['layer0.weight', 'layer0.bias'"):
+        choose_kure_weights(model, KurtosisConfig(), "c.yaml")  # the default "conv1.*" names a SmallCNN layer
+    with pytest.raises(ValueError, match=r"Kurtosis.include: no parameter is named \['layer12\.\*'\]"):
+        choose_kure_weights(model, KurtosisConfig(include=("layer1?.*", "layer12.*"), exclude=()))

@@ -50,6 +50,8 @@ def test_default_include_regex_exclude_layer_types_and_min_size():
     # a whole-name match: "fc1" alone matches no name
     with pytest.raises(ValueError, match=r"no parameters named \['fc1'\]"):
         plan_kure(net, include=["fc1"])
+    with pytest.raises(ValueError, match=r"plan_kure: exclude: no parameters named \['fc3.*there are \['conv.weight'"):
+        plan_kure(net, exclude=[r"fc3\..*"])  # a stale name would otherwise change nothing
     with pytest.raises(ValueError, match="not a regular expression"):
         plan_kure(net, exclude=["fc1["])
     with pytest.raises(TypeError, match="list of regular expressions"):

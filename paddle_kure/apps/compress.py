@@ -109,6 +109,7 @@ class CompressPlan:
             raise ConfigError(f"{config.source}: QuantAware: no op of the model is quantized: its ops of types "
                               f"{list(q.quantize_op_types)} are {[(op.type, op.reason) for op in self.ops] or 'none'}")
         kure = config.Kurtosis
+        kure.check_names([p.name for p in self.program.global_block().all_parameters()], config.source)
         selection = kure.selection()
         if selection["include"] is None:  # default: the weights that get quantized
             selection["include"] = [re.escape(op.weight) for op in self.ops if op.quantized and op.weight]

@@ -29,6 +29,7 @@ def choose_kure_weights(model, config, source: str = "<config>") -> list:
     from paddle_kure import plan_kure
     from paddle_kure.apps.run_config import ConfigError
 
+    config.check_names([name for name, _ in model.named_parameters()], source)
     plan = plan_kure(model, **config.selection())
     if not plan.chosen:  # the patterns as the config wrote them, not as regular expressions
         measured = ", ".join(f"{row.name} {row.kurtosis:.4g}" for row in plan.rows if len(row.shape) >= 2)
@@ -110,7 +111,11 @@ class RunPipeline:
         from paddle_kure.runio import set_state_strictly
 
         paddle.seed(self.config.Global.seed)
-        model = SmallCNN()
+        # A fresh name generator per model: every stage's model, and so every export,
+        # names its weights alike (conv2d_0.w_0 is the first conv), which is what the
+        # weight patterns of a compress config match against.
+        with paddle.utils.unique_name.guard():
+            model = SmallCNN()
         if fp32_weights is not None:
             set_state_strictly(model, paddle.load(fp32_weights), fp32_weights)
         return model

@@ -17,6 +17,7 @@ Example:
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Tuple, Union
@@ -178,6 +179,17 @@ class KurtosisConfig(ConfigBase):
         self._bool("on_activations")
         if not (self.on_weights or self.on_activations):
             raise ValueError("Kurtosis: on_weights and on_activations are both false: KURE would do nothing")
+
+    def check_names(self, names, source: str) -> None:
+        """A ConfigError naming each include/exclude pattern that matches none of
+        ``names``, the model's parameter names: a misspelt or stale name would
+        otherwise change nothing, silently."""
+        for key in ("include", "exclude"):
+            unmatched = [glob for glob in getattr(self, key)
+                         if not any(fnmatch.fnmatchcase(name, glob) for name in names)]
+            if unmatched:
+                raise ConfigError(f"{source}: Kurtosis.{key}: no parameter is named {unmatched} (glob patterns of "
+                                  f"whole names); the model has {list(names)}")
 
     def selection(self) -> dict:
         """Keyword arguments of :func:`paddle_kure.plan_kure` (glob patterns become
