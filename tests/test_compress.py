@@ -268,6 +268,17 @@ def test_dry_run_plan_lists_ops_and_kurtosis(cnn_model, capsys):
     assert not os.path.exists(os.path.join(model_dir, "output"))  # nothing trained or written
 
 
+def test_paired_comparison_against_hand_computed_values():
+    from paddle_kure.apps.compress import paired_comparison
+
+    labels = np.array([1, 1, 1, 0])
+    # correct: predicted 1 0 1 0, reference 1 1 0 0 -> differences 0 -1 1 0
+    result = paired_comparison(np.array([1, 0, 1, 1]), np.array([1, 1, 0, 1]), labels)
+    half = 1.96 * np.sqrt(2 / 3) / 2  # sample std of (0, -1, 1, 0) is sqrt(2/3)
+    assert result["agreement"] == 0.5 and result["accuracy_difference"] == 0.0
+    np.testing.assert_allclose(result["difference_95"], [-half, half], rtol=1e-12)
+
+
 @needs_fmnist
 def test_a_kurtosis_pattern_that_matches_no_weight_is_an_error(cnn_model):
     from paddle_kure.apps.compress import plan_compression
@@ -326,6 +337,12 @@ def test_compress_smallcnn_w8a8_with_kure(cnn_model, tmp_path):
     assert fp32 > 0.6  # trained: far above chance
     for setup in ("native", "onednn-int8"):
         assert abs(accuracy[("W8A8", setup)] - fp32) <= 0.03, (setup, accuracy)
+    # each INT8 row is paired with FP32 on native kernels, text by text
+    for row in report["paddle_inference"][2:]:
+        assert row["accuracy_difference"] == pytest.approx(row["accuracy"] - fp32, abs=1e-12)
+        low, high = row["difference_95"]
+        assert low <= row["accuracy_difference"] <= high and 0.5 < row["agreement"] <= 1.0
+    assert "same prediction as FP32" in open(tmp_path / "compress.md").read()
     # KURE pulled every regularized weight's kurtosis toward 1.8
     for name, before in report["kurtosis_before"].items():
         assert abs(report["kurtosis_after"][name] - 1.8) < abs(before - 1.8), name

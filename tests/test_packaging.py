@@ -39,7 +39,13 @@ def test_unpacked_wheel_runs_the_operator(wheel, tmp_path):
         "assert paddle_kure.__file__.startswith(%r);"
         "x = np.random.default_rng(0).normal(size=1000);"
         "k = float(paddle_kure.kurtosis(paddle.to_tensor(x)));"
-        "assert abs(k - scipy.stats.kurtosis(x, fisher=False)) < 1e-9, k" % str(tmp_path)
+        "assert abs(k - scipy.stats.kurtosis(x, fisher=False)) < 1e-9, k;"
+        # the regularizer term through the library's direct dygraph entry (the same file as a module)
+        "w = paddle.to_tensor(x); d = paddle_kure.kurtosis_decay_grad(w, 0.5, 1.8, 0.0);"
+        "from paddle_kure import ops; assert ops._kernels.__file__.startswith(%r), ops._kernels.__file__;"
+        "w.stop_gradient = False; paddle_kure.kurtosis(w).backward();"  # d = 0.5 * 2 (K - 1.8) dK/dx
+        "np.testing.assert_allclose(d.numpy(), (k - 1.8) * w.grad.numpy(), rtol=1e-6)"  # float32 attributes
+        % (str(tmp_path), str(tmp_path))
     )
     # Run outside the source tree so the unpacked wheel, not the checkout, is imported.
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})

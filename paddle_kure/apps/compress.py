@@ -211,25 +211,40 @@ def _labels(batch):
     return np.asarray(batch["label"]).reshape(-1)
 
 
-def _evaluate(predict, reader, feed_names):
-    """Top-1 accuracy of ``predict(feed dict) -> logits`` over the eval reader."""
-    correct = total = 0
+def _predictions(predict, reader, feed_names):
+    """(predicted class ids, labels) of ``predict(feed dict) -> logits`` over the eval reader."""
+    predicted, labels = [], []
     for batch in _batches(reader, "eval"):
         logits = np.asarray(predict(_feed(batch, feed_names, "eval")))
-        labels = _labels(batch)
-        correct += int((logits.reshape(len(labels), -1).argmax(-1) == labels).sum())
-        total += len(labels)
-    if not total:
+        labels.append(_labels(batch))
+        predicted.append(logits.reshape(len(labels[-1]), -1).argmax(-1))
+    if not labels:
         raise ValueError("the eval reader gave no batches")
-    return correct / total
+    return np.concatenate(predicted), np.concatenate(labels)
 
 
-def inference_accuracy(path, setup, reader, feed_names, threads=1):
-    """Accuracy of the saved model ``path`` in a ``paddle.inference`` predictor."""
+def _evaluate(predict, reader, feed_names):
+    """Top-1 accuracy of ``predict(feed dict) -> logits`` over the eval reader."""
+    predicted, labels = _predictions(predict, reader, feed_names)
+    return float((predicted == labels).mean())
+
+
+def inference_predictions(path, setup, reader, feed_names, threads=1):
+    """(predicted class ids, labels) of the saved model ``path`` in a ``paddle.inference`` predictor."""
     from ..quant import InferenceModel
 
     model = InferenceModel(path, setup=setup, threads=threads)
-    return _evaluate(lambda feed: model.predict(*[feed[n] for n in model.input_names]), reader, feed_names)
+    return _predictions(lambda feed: model.predict(*[feed[n] for n in model.input_names]), reader, feed_names)
+
+
+def paired_comparison(predicted, reference, labels) -> dict:
+    """How a model's predictions compare with a reference model's on the same examples:
+    the share of equal predictions, and the accuracy difference with a 95% interval
+    from the per-example differences of correctness (normal approximation)."""
+    diff = (predicted == labels).astype(np.float64) - (reference == labels)
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return {"agreement": float((predicted == reference).mean()), "accuracy_difference": float(diff.mean()),
+            "difference_95": [float(diff.mean() - half), float(diff.mean() + half)]}
 
 
 def _snapshot(program, scope):
@@ -378,15 +393,22 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
     _log(f"saved {out_path}.pdmodel (best eval accuracy {best['accuracy']:.4f} at step {best['step']}); "
          f"evaluating in paddle.inference")
     fp32_path = plan.model_files[0][:-len(".pdmodel")]
-    evaluations = []
+    evaluations, fp32_predictions = [], None
     for label, path, setup in (("FP32", fp32_path, "native"), ("FP32", fp32_path, "onednn"),
                                (f"W{q.weight_bits}A{q.activation_bits}", out_path, "native"),
                                (f"W{q.weight_bits}A{q.activation_bits}", out_path, "onednn-int8")):
+        row = {"model": label, "path": path, "setup": setup}
         try:
-            acc = inference_accuracy(path, setup, eval_reader, plan.feed_names, threads)
-            evaluations.append({"model": label, "path": path, "setup": setup, "accuracy": acc})
+            predicted, labels = inference_predictions(path, setup, eval_reader, plan.feed_names, threads)
         except Exception as err:  # a predictor Paddle cannot build for this model is reported, not fatal
-            evaluations.append({"model": label, "path": path, "setup": setup, "error": str(err).splitlines()[0]})
+            evaluations.append({**row, "error": str(err).splitlines()[0]})
+            continue
+        row["accuracy"] = float((predicted == labels).mean())
+        if label == "FP32":
+            fp32_predictions = predicted if fp32_predictions is None else fp32_predictions
+        elif fp32_predictions is not None:  # paired with the FP32 model on native kernels
+            row.update(paired_comparison(predicted, fp32_predictions, labels))
+        evaluations.append(row)
     report = {
         "config": config.to_dict(), "plan": plan.to_dict(), "history": history,
         "best_step": best["step"], "best_eval_accuracy_qat_program": best["accuracy"],
@@ -405,10 +427,17 @@ def report_markdown(report) -> str:
     """The accuracy table and the KURE tensors of a :func:`compress` report."""
     lines = ["# paddle-kure compress", "", f"Compressed model: `{report['exported']}`; best step "
              f"{report['best_step']}, training {report['train_seconds']} s.", "",
-             "| model | paddle.inference setup | eval accuracy |", "|---|---|---:|"]
+             "| model | paddle.inference setup | eval accuracy | same prediction as FP32 | accuracy - FP32 "
+             "(95% interval) |", "|---|---|---:|---:|---|"]
     for row in report["paddle_inference"]:
         value = f"{100 * row['accuracy']:.2f}" if "accuracy" in row else f"failed: {row['error']}"
-        lines.append(f"| {row['model']} | {row['setup']} | {value} |")
+        paired = ("", "")
+        if "agreement" in row:
+            low, high = row["difference_95"]
+            paired = (f"{100 * row['agreement']:.1f}%",
+                      f"{100 * row['accuracy_difference']:+.2f} ({100 * low:+.2f} to {100 * high:+.2f}) points")
+        lines.append(f"| {row['model']} | {row['setup']} | {value} | {paired[0]} | {paired[1]} |")
+    lines.append("\nThe last two columns pair each text with the FP32 model's prediction on native kernels.")
     if report["origin_metric"] is not None:
         lines.append(f"\nTrainConfig.origin_metric (FP32, as configured): {report['origin_metric']}")
     if report["kurtosis_before"]:
