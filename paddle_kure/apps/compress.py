@@ -437,7 +437,7 @@ def report_markdown(report) -> str:
             paired = (f"{100 * row['agreement']:.1f}%",
                       f"{100 * row['accuracy_difference']:+.2f} ({100 * low:+.2f} to {100 * high:+.2f}) points")
         lines.append(f"| {row['model']} | {row['setup']} | {value} | {paired[0]} | {paired[1]} |")
-    lines.append("\nThe last two columns pair each text with the FP32 model's prediction on native kernels.")
+    lines.append("\nThe last two columns pair each example with the FP32 model's prediction on native kernels.")
     if report["origin_metric"] is not None:
         lines.append(f"\nTrainConfig.origin_metric (FP32, as configured): {report['origin_metric']}")
     if report["kurtosis_before"]:
