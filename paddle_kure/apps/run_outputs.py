@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-__all__ = ["METHOD_TITLES", "precision_name", "results_table", "write_outputs"]
+__all__ = ["METHOD_TITLES", "accuracy_rows", "precision_name", "results_table", "write_outputs"]
 
 METHOD_TITLES = {
     "fp32": "FP32",
@@ -23,18 +23,23 @@ def precision_name(weight_bits: int, activation_bits: int) -> str:
     return f"W{weight_bits}A{activation_bits}"
 
 
-def results_table(records, precisions) -> str:
-    """Markdown: one row per method, test (validation) accuracy per precision, from the exported models."""
+def accuracy_rows(records, precisions):
+    """(method, cells) per method in run order: the exported model's "test (validation)"
+    accuracy in % per precision; FP32 rows fill every column, "-" marks no result."""
     by_key = {(r["method"], r["precision"]): r for r in records}
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    header = "| method | " + " | ".join(precisions) + " |"
-    lines = [header, "|" + "---|" * (len(precisions) + 1)]
-    for method in methods:
+    for method in dict.fromkeys(r["method"] for r in records):
         cells = []
         for precision in precisions:
-            r = by_key.get((method, "FP32")) or by_key.get((method, precision))  # FP32 rows fill every column
+            r = by_key.get((method, "FP32")) or by_key.get((method, precision))
             cells.append(f"{100 * r['test_acc']:.2f} ({100 * r['val_acc']:.2f})" if r else "-")
-        lines.append(f"| {METHOD_TITLES[method]} | " + " | ".join(cells) + " |")
+        yield method, cells
+
+
+def results_table(records, precisions) -> str:
+    """Markdown: one row per method, test (validation) accuracy per precision, from the exported models."""
+    lines = ["| method | " + " | ".join(precisions) + " |", "|" + "---|" * (len(precisions) + 1)]
+    lines += [f"| {METHOD_TITLES[method]} | " + " | ".join(cells) + " |"
+              for method, cells in accuracy_rows(records, precisions)]
     return "\n".join(lines) + "\n"
 
 
