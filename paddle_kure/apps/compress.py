@@ -404,9 +404,9 @@ def compress(config: CompressConfig, threads: int = 1) -> dict:
             evaluations.append({**row, "error": str(err).splitlines()[0]})
             continue
         row["accuracy"] = float((predicted == labels).mean())
-        if label == "FP32":
-            fp32_predictions = predicted if fp32_predictions is None else fp32_predictions
-        elif fp32_predictions is not None:  # paired with the FP32 model on native kernels
+        if label == "FP32" and setup == "native":  # the reference the compressed rows are paired with
+            fp32_predictions = predicted
+        elif label != "FP32" and fp32_predictions is not None:
             row.update(paired_comparison(predicted, fp32_predictions, labels))
         evaluations.append(row)
     report = {
